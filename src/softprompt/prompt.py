@@ -1,0 +1,145 @@
+"""SoftPrompt: the only trainable thing — a [P, H] fp32 matrix — plus the metadata that travels with it.
+
+Files are safetensors with one tensor, `prompt_embeddings` [P, H], and string metadata in the header
+(JSON-encoded values). Never pickle: prompt files come from users and the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from softprompt import __version__
+from softprompt.frozen import FrozenModel
+
+TENSOR_NAME = "prompt_embeddings"
+
+
+class PromptFileError(Exception):
+    """A prompt file is missing, corrupt, or does not fit the model it is loaded onto."""
+
+
+class SoftPrompt(nn.Module):
+    """A soft prompt: `embeddings` [P, H], always fp32.
+
+    The master copy stays fp32 even when the frozen model runs in bf16: Adafactor updates at lr 0.3 are
+    far below bf16's resolution for values near 1, so a bf16 copy would silently stop learning.
+
+    Metadata keys written by softprompt: base_model, hidden_size, fingerprint, init, task, label_words,
+    train_config, metrics, softprompt_version. Any JSON-serialisable extras are kept.
+    """
+
+    def __init__(self, embeddings: torch.Tensor, metadata: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if embeddings.dim() != 2:
+            raise ValueError(f"a soft prompt is a [P, H] matrix; got shape {tuple(embeddings.shape)}")
+        self.embeddings = nn.Parameter(embeddings.detach().to(torch.float32).clone())
+        self.metadata: dict[str, Any] = dict(metadata or {})
+
+    @property
+    def length(self) -> int:
+        """P: number of prompt vectors."""
+        return int(self.embeddings.shape[0])
+
+    @property
+    def hidden_size(self) -> int:
+        """H: width of each vector; must equal the model's embedding width."""
+        return int(self.embeddings.shape[1])
+
+    @property
+    def num_parameters(self) -> int:
+        """P × H: the task-specific parameter count."""
+        return self.embeddings.numel()
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("task") or "prompt")
+
+    def stamp(self, fm: FrozenModel) -> None:
+        """Record which model this prompt belongs to (name, H, embedding fingerprint)."""
+        self.metadata.update(base_model=fm.name, hidden_size=fm.hidden_size, fingerprint=fm.fingerprint)
+
+    def check_fits(self, fm: FrozenModel, source: str = "this prompt") -> None:
+        """Refuse a prompt made for another model, showing both sides."""
+        if self.hidden_size != fm.hidden_size:
+            raise PromptFileError(
+                f"{source} has width H={self.hidden_size} but model '{fm.name}' has H={fm.hidden_size}; "
+                f"it was made for '{self.metadata.get('base_model', 'an unknown model')}'. "
+                "Load it with that model (--model) or train a new prompt."
+            )
+        fingerprint = self.metadata.get("fingerprint")
+        if fingerprint and fingerprint != fm.fingerprint:
+            raise PromptFileError(
+                f"{source} was trained on '{self.metadata.get('base_model')}' (embedding fingerprint "
+                f"{fingerprint}), not on '{fm.name}' (fingerprint {fm.fingerprint}). Its vectors mean nothing "
+                "to this model: load it with the model it was trained on (--model), or train a new prompt."
+            )
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a crash or a bad value never leaves a half-written prompt file behind."""
+        path = Path(path)
+        if not torch.isfinite(self.embeddings).all():
+            raise PromptFileError(f"refusing to save {path}: the prompt contains NaN or inf values")
+        meta = {**self.metadata, "softprompt_version": __version__}
+        header = {key: json.dumps(value) for key, value in meta.items()}
+        tensors = {TENSOR_NAME: self.embeddings.detach().to(torch.float32).cpu().contiguous()}
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model: FrozenModel | None = None) -> SoftPrompt:
+        """Read a prompt file; with `model`, also check it was made for that model."""
+        path = Path(path)
+        if not path.is_file():
+            raise PromptFileError(f"prompt file not found: {path}")
+        try:
+            tensors = load_file(str(path))  # safetensors: data only, nothing executed
+            with safe_open(str(path), framework="pt") as handle:
+                header = handle.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise PromptFileError(f"{path} is not a readable safetensors prompt file ({err})") from None
+        if TENSOR_NAME not in tensors:
+            raise PromptFileError(
+                f"{path} has no '{TENSOR_NAME}' tensor (found: {sorted(tensors)}); is it a softprompt file? "
+                "PEFT adapter directories are read with `softprompt import-peft`."
+            )
+        metadata = {key: _json_or_str(value) for key, value in header.items()}
+        prompt = cls(tensors[TENSOR_NAME], metadata)
+        if model is not None:
+            prompt.check_fits(model, source=str(path))
+        return prompt
+
+    def as_input(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The prompt in the model's compute dtype [P, H]; differentiable w.r.t. the fp32 master copy."""
+        return self.embeddings.to(device=device, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return f"P={self.length}, H={self.hidden_size}, task={self.metadata.get('task')!r}"
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call `write(tmp_path)` then rename over `path`: readers see the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_or_str(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value  # metadata written by other tools is plain strings

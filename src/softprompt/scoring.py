@@ -1,0 +1,256 @@
+"""Log-likelihoods of target texts and greedy generation, with soft prompts, for any frozen model.
+
+The one primitive is `target_logprobs`: per-token log-probabilities of each example's target given its
+prompt and input. Training's loss and evaluation's rank classification both call it, so what is trained is
+exactly what is scored. The LM head runs only at target positions: on a 49k vocabulary the head over all
+P+T positions would cost more than the 30 transformer layers.
+
+Target tokenization: a target is tokenized as `" " + target` when the input does not end in whitespace
+(label words are words that follow the input); seq2seq targets get the tokenizer's EOS as T5 does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from softprompt.attach import attach_causal, attach_encoder
+from softprompt.frozen import FrozenModel
+from softprompt.prompt import SoftPrompt
+
+PromptSpec = SoftPrompt | torch.Tensor | Sequence[SoftPrompt | torch.Tensor | None] | None
+
+
+@dataclass
+class Encoded:
+    """Token ids of one (input, target) pair: `input_ids` [T_in] (with BOS/EOS as the tokenizer adds)
+    and `target_ids` [T_tgt]."""
+
+    input_ids: list[int]
+    target_ids: list[int]
+
+
+class InputTooLongError(ValueError):
+    """Prompt + input + target do not fit the model's context."""
+
+
+def encode_pair(fm: FrozenModel, input_text: str, target: str, *, append_eos: bool = False) -> Encoded:
+    """Tokenize one pair as the model sees it. `append_eos` adds EOS to causal targets (training uses it
+    so that generation learns to stop); seq2seq targets always end in EOS."""
+    tok = fm.tokenizer
+    input_ids = tok(input_text).input_ids
+    if fm.is_seq2seq:
+        return Encoded(input_ids, tok(target).input_ids)
+    needs_space = input_text and not input_text[-1].isspace() and not target[:1].isspace()
+    target_ids = tok((" " if needs_space else "") + target, add_special_tokens=False).input_ids
+    if append_eos and tok.eos_token_id is not None:
+        target_ids = target_ids + [tok.eos_token_id]
+    return Encoded(input_ids, target_ids)
+
+
+def prompt_list(fm: FrozenModel, prompts: PromptSpec, batch: int) -> list[torch.Tensor | None]:
+    """Normalise None / one prompt / one per example into a list of [P_i, H] tensors in the model dtype."""
+    if prompts is None or isinstance(prompts, SoftPrompt | torch.Tensor):
+        prompts = [prompts] * batch
+    if len(prompts) != batch:
+        raise ValueError(f"got {len(prompts)} prompts for {batch} examples")
+    out: list[torch.Tensor | None] = []
+    for p in prompts:
+        if isinstance(p, SoftPrompt):
+            out.append(p.as_input(fm.dtype, fm.device))
+        elif p is not None:
+            out.append(p.to(device=fm.device, dtype=fm.dtype))
+        else:
+            out.append(None)
+    return out
+
+
+def pad(rows: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists -> ids [B, T] and mask [B, T]."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), value, dtype=torch.long)
+    mask = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def head_logits(fm: FrozenModel, hidden: torch.Tensor) -> torch.Tensor:
+    """Hidden states [N, H] -> fp32 logits [N, V], with the model's own final softcapping if it has one."""
+    logits = fm.model.get_output_embeddings()(hidden).float()
+    cap = getattr(fm.model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def target_logprobs(fm: FrozenModel, pairs: Sequence[Encoded], prompts: PromptSpec = None) -> list[torch.Tensor]:
+    """Per-token log p(target token | prompt, input, previous target tokens), one [T_tgt_i] tensor per pair.
+
+    Differentiable w.r.t. the prompts (wrap in `torch.no_grad()` to score). One forward for the batch.
+    """
+    prompt_rows = prompt_list(fm, prompts, len(pairs))
+    check_fits(fm, pairs, prompt_rows)
+    if fm.is_seq2seq:
+        return _seq2seq_logprobs(fm, pairs, prompt_rows)
+    ids, mask = pad([p.input_ids + p.target_ids for p in pairs], fm.tokenizer.pad_token_id)
+    att = attach_causal(fm.embed(ids), mask.to(fm.device), prompt_rows, after_bos=fm.adds_bos)
+    base = getattr(fm.model, fm.model.base_model_prefix)
+    hidden = base(
+        inputs_embeds=att.inputs_embeds, attention_mask=att.attention_mask, position_ids=att.position_ids,
+        use_cache=False,
+    ).last_hidden_state  # [B, L, H]
+    # Target token j of pair b sits at input position len(input_b) + j; the state before it predicts it.
+    rows, cols, gold = [], [], []
+    for b, pair in enumerate(pairs):
+        starts = att.token_index[b, len(pair.input_ids): len(pair.input_ids) + len(pair.target_ids)] - 1
+        rows += [b] * len(pair.target_ids)
+        cols.append(starts)
+        gold += pair.target_ids
+    picked = hidden[torch.tensor(rows, device=hidden.device), torch.cat(cols)]  # [N_tgt, H]
+    logprobs = F.log_softmax(head_logits(fm, picked), dim=-1)
+    token_lp = logprobs.gather(1, torch.tensor(gold, device=hidden.device).unsqueeze(1)).squeeze(1)
+    return list(token_lp.split([len(p.target_ids) for p in pairs]))
+
+
+def _seq2seq_logprobs(
+    fm: FrozenModel, pairs: Sequence[Encoded], prompt_rows: list[torch.Tensor | None]
+) -> list[torch.Tensor]:
+    """Encoder gets prompt + input; the decoder scores the target by teacher forcing."""
+    ids, mask = pad([p.input_ids for p in pairs], fm.tokenizer.pad_token_id)
+    att = attach_encoder(fm.embed(ids), mask.to(fm.device), prompt_rows)
+    labels, label_mask = pad([p.target_ids for p in pairs], fm.tokenizer.pad_token_id)
+    labels = labels.masked_fill(label_mask == 0, -100).to(fm.device)
+    # No position_ids: T5-style encoders use relative position buckets computed from the mask layout.
+    out = fm.model(
+        inputs_embeds=att.inputs_embeds, attention_mask=att.attention_mask, labels=labels,
+        decoder_attention_mask=label_mask.to(fm.device), use_cache=False,
+    )
+    logprobs = F.log_softmax(out.logits.float(), dim=-1)  # decoder positions are all targets: [B, T_tgt, V]
+    token_lp = logprobs.gather(2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return [token_lp[b, : len(p.target_ids)] for b, p in enumerate(pairs)]
+
+
+def check_fits(fm: FrozenModel, pairs: Sequence[Encoded], prompt_rows: Sequence[torch.Tensor | None]) -> None:
+    """Refuse sequences longer than the model's context, saying by how much."""
+    limit = fm.context_size()
+    if limit is None:
+        return
+    for pair, prompt in zip(pairs, prompt_rows, strict=True):
+        p = 0 if prompt is None else prompt.shape[0]
+        total = p + len(pair.input_ids) + (0 if fm.is_seq2seq else len(pair.target_ids))
+        if total > limit:
+            raise InputTooLongError(
+                f"prompt ({p}) + input ({len(pair.input_ids)}) + target tokens = {total} > the model's context "
+                f"of {limit}. Shorten the input (e.g. --max-input-tokens) or use a shorter prompt."
+            )
+
+
+@torch.no_grad()
+def score_choices(
+    fm: FrozenModel,
+    inputs: Sequence[str],
+    choices: Sequence[Sequence[str]],
+    prompts: PromptSpec = None,
+    batch_size: int = 16,
+) -> list[list[float]]:
+    """Summed target log-likelihood of every choice of every input: `result[i][c]`.
+
+    Each (input, choice) pair is one row; rows are sorted by length so batches carry little padding.
+    """
+    per_input = prompt_list(fm, prompts, len(inputs))
+    flat = [(i, c) for i, options in enumerate(choices) for c in range(len(options))]
+    encoded = [encode_pair(fm, inputs[i], choices[i][c]) for i, c in flat]
+    order = sorted(range(len(flat)), key=lambda k: len(encoded[k].input_ids) + len(encoded[k].target_ids))
+    sums = [0.0] * len(flat)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start: start + batch_size]
+        lps = target_logprobs(fm, [encoded[k] for k in chunk], [per_input[flat[k][0]] for k in chunk])
+        for k, lp in zip(chunk, lps, strict=True):
+            sums[k] = float(lp.sum())
+    result: list[list[float]] = [[0.0] * len(options) for options in choices]
+    for k, (i, c) in enumerate(flat):
+        result[i][c] = sums[k]
+    return result
+
+
+@torch.no_grad()
+def generate(
+    fm: FrozenModel,
+    inputs: Sequence[str],
+    prompts: PromptSpec = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    stop_at_newline: bool = True,
+) -> list[str]:
+    """Greedy continuation of each input with its prompt; the prompt stays in the KV cache throughout
+    (PEFT #2123 dropped it after the first step). Stops at EOS, or a newline when `stop_at_newline`."""
+    rows = prompt_list(fm, prompts, len(inputs))
+    out: list[str] = []
+    for start in range(0, len(inputs), batch_size):
+        chunk = list(inputs[start: start + batch_size])
+        ids = [fm.tokenizer(text).input_ids for text in chunk]
+        step = _generate_seq2seq if fm.is_seq2seq else _generate_causal
+        new_tokens = step(fm, ids, rows[start: start + batch_size], max_new_tokens, stop_at_newline)
+        out += [fm.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new_tokens]
+    return out
+
+
+def _stopped(fm: FrozenModel, tokens: list[int], stop_at_newline: bool) -> bool:
+    if tokens and tokens[-1] == fm.tokenizer.eos_token_id:
+        return True
+    return stop_at_newline and "\n" in fm.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def _trim(fm: FrozenModel, tokens: list[int]) -> list[int]:
+    """Cut at EOS; the decoded text is cut at the first newline by the caller's strip/split."""
+    if fm.tokenizer.eos_token_id in tokens:
+        tokens = tokens[: tokens.index(fm.tokenizer.eos_token_id)]
+    return tokens
+
+
+def _generate_causal(
+    fm: FrozenModel, ids: list[list[int]], prompts: list[torch.Tensor | None], max_new: int, stop_nl: bool
+) -> list[list[int]]:
+    """Left-padded batch; the first forward fills the KV cache with prompt + input, then one token a step."""
+    input_ids, mask = pad(ids, fm.tokenizer.pad_token_id)
+    att = attach_causal(fm.embed(input_ids), mask.to(fm.device), prompts, after_bos=fm.adds_bos, left_pad=True)
+    attention, positions = att.attention_mask, att.position_ids
+    out = fm.model(
+        inputs_embeds=att.inputs_embeds, attention_mask=attention, position_ids=positions, use_cache=True,
+        logits_to_keep=1,
+    )
+    generated: list[list[int]] = [[] for _ in ids]
+    done = [False] * len(ids)
+    for _ in range(max_new):
+        next_ids = out.logits[:, -1].argmax(dim=-1)  # [B]
+        for b, tok in enumerate(next_ids.tolist()):
+            if not done[b]:
+                generated[b].append(tok)
+                done[b] = _stopped(fm, generated[b], stop_nl)
+        if all(done):
+            break
+        attention = torch.cat([attention, attention.new_ones(len(ids), 1)], dim=1)
+        positions = positions[:, -1:] + 1
+        out = fm.model(
+            input_ids=next_ids.unsqueeze(1), attention_mask=attention, position_ids=positions,
+            cache=out.cache, use_cache=True, logits_to_keep=1,
+        )
+    return [_trim(fm, g) for g in generated]
+
+
+def _generate_seq2seq(
+    fm: FrozenModel, ids: list[list[int]], prompts: list[torch.Tensor | None], max_new: int, stop_nl: bool
+) -> list[list[int]]:
+    """Encoder sees prompt + input once; transformers' greedy decoder loop reuses its output."""
+    input_ids, mask = pad(ids, fm.tokenizer.pad_token_id)
+    att = attach_encoder(fm.embed(input_ids), mask.to(fm.device), prompts)
+    seqs = fm.model.generate(
+        inputs_embeds=att.inputs_embeds, attention_mask=att.attention_mask, max_new_tokens=max_new,
+        do_sample=False, num_beams=1,
+    )
+    return [_trim(fm, [t for t in row.tolist() if t != fm.tokenizer.pad_token_id]) for row in seqs]
