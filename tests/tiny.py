@@ -47,7 +47,7 @@ def tiny_causal(add_bos: bool = True, seed: int = 0, dtype: torch.dtype = torch.
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False, initializer_range=0.2,
     )
     model = LlamaForCausalLM(config).to(dtype)
     return FrozenModel(model, tokenizer, name=f"tiny-llama-{seed}")
@@ -59,6 +59,6 @@ def tiny_seq2seq(seed: int = 0) -> FrozenModel:
     tokenizer = tiny_tokenizer(add_eos=True)
     config = T5Config(
         vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
-        num_heads=4, pad_token_id=0, eos_token_id=2, decoder_start_token_id=0,
+        num_heads=4, pad_token_id=0, eos_token_id=2, decoder_start_token_id=0, initializer_factor=1.5,
     )
     return FrozenModel(T5ForConditionalGeneration(config), tokenizer, name=f"tiny-t5-{seed}", is_seq2seq=True)

@@ -67,10 +67,14 @@ def random_uniform(length: int, hidden: int, scale: float = 0.5, generator: torc
 
 
 def sampled_vocab(
-    fm: FrozenModel, length: int, texts: Iterable[str] | None = None, generator: torch.Generator | None = None
+    fm: FrozenModel,
+    length: int,
+    texts: Iterable[str] | None = None,
+    generator: torch.Generator | None = None,
+    top_n: int = TOP_N_VOCAB,
 ) -> torch.Tensor:
-    """[P, H] embeddings of tokens drawn without replacement (while possible) from the common-token set."""
-    pool = torch.tensor(common_token_ids(fm, texts))
+    """[P, H] embeddings of tokens drawn without replacement (while possible) from the top-N common tokens."""
+    pool = torch.tensor(common_token_ids(fm, texts, top_n))
     if length <= len(pool):
         picks = pool[torch.randperm(len(pool), generator=generator)[:length]]
     else:
@@ -84,6 +88,7 @@ def class_labels(
     labels: Sequence[str],
     texts: Iterable[str] | None = None,
     generator: torch.Generator | None = None,
+    top_n: int = TOP_N_VOCAB,
 ) -> torch.Tensor:
     """Row i (i < number of labels) = mean embedding of label i's tokens; the rest are sampled vocab [P, H]."""
     if not labels:
@@ -94,7 +99,7 @@ def class_labels(
             f"({', '.join(labels)}). Use --length >= {len(labels)} or another --init."
         )
     rows = [embed_ids(fm, label_token_ids(fm, label)).mean(dim=0) for label in labels]
-    rest = sampled_vocab(fm, length - len(labels), texts, generator) if length > len(labels) else None
+    rest = sampled_vocab(fm, length - len(labels), texts, generator, top_n) if length > len(labels) else None
     label_rows = torch.stack(rows)
     return label_rows if rest is None else torch.cat([label_rows, rest])
 
@@ -118,6 +123,7 @@ def make_prompt(
     path: str | Path | None = None,
     texts: Iterable[str] | None = None,
     scale: float = 0.5,
+    top_n: int = TOP_N_VOCAB,
     seed: int = 0,
     task: str | None = None,
 ) -> SoftPrompt:
@@ -139,9 +145,9 @@ def make_prompt(
     if strategy is InitStrategy.RANDOM_UNIFORM:
         rows = random_uniform(length, fm.hidden_size, scale, generator)
     elif strategy is InitStrategy.SAMPLED_VOCAB:
-        rows = sampled_vocab(fm, length, texts, generator)
+        rows = sampled_vocab(fm, length, texts, generator, top_n)
     elif strategy is InitStrategy.CLASS_LABELS:
-        rows = class_labels(fm, length, list(labels or []), texts, generator)
+        rows = class_labels(fm, length, list(labels or []), texts, generator, top_n)
     else:
         if not text:
             raise InitError("text init needs --text 'some words'")

@@ -65,7 +65,10 @@ class SoftPrompt(nn.Module):
 
     def stamp(self, fm: FrozenModel) -> None:
         """Record which model this prompt belongs to (name, H, embedding fingerprint)."""
-        self.metadata.update(base_model=fm.name, hidden_size=fm.hidden_size, fingerprint=fm.fingerprint)
+        self.metadata.update(
+            base_model=fm.name, hidden_size=fm.hidden_size, fingerprint=fm.fingerprint,
+            is_seq2seq=fm.is_seq2seq, after_bos=fm.adds_bos,
+        )
 
     def check_fits(self, fm: FrozenModel, source: str = "this prompt") -> None:
         """Refuse a prompt made for another model, showing both sides."""

@@ -1,0 +1,59 @@
+"""Prompt files: safetensors round trip, metadata, refusal on the wrong model, atomic writes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import tiny_causal
+
+from softprompt.init import make_prompt
+from softprompt.prompt import PromptFileError, SoftPrompt
+
+
+def test_round_trip_keeps_values_and_metadata(tmp_path):
+    fm = tiny_causal()
+    prompt = make_prompt(fm, 7, "class-labels", labels=["positive", "negative"], task="sst2")
+    prompt.metadata["metrics"] = {"accuracy": 0.9}
+    path = prompt.save(tmp_path / "sst2.safetensors")
+    back = SoftPrompt.load(path, model=fm)
+    assert torch.equal(back.embeddings, prompt.embeddings) and back.embeddings.dtype == torch.float32
+    assert back.metadata["label_words"] == ["positive", "negative"]
+    assert back.metadata["metrics"] == {"accuracy": 0.9}
+    assert back.metadata["fingerprint"] == fm.fingerprint and back.metadata["hidden_size"] == 32
+    assert "softprompt_version" in back.metadata
+    assert path.stat().st_size < 8_000  # a few KB per task
+
+
+def test_fingerprint_ignores_dtype_but_not_weights():
+    assert tiny_causal(seed=0).fingerprint == tiny_causal(seed=0, dtype=torch.bfloat16).fingerprint
+    assert tiny_causal(seed=0).fingerprint != tiny_causal(seed=1).fingerprint
+
+
+def test_loading_onto_another_model_fails_clearly(tmp_path):
+    path = make_prompt(tiny_causal(seed=0), 3, "random-uniform").save(tmp_path / "a.safetensors")
+    with pytest.raises(PromptFileError, match="was trained on 'tiny-llama-0'.*not on 'tiny-llama-1'"):
+        SoftPrompt.load(path, model=tiny_causal(seed=1))
+
+
+def test_wrong_width_fails_clearly(tmp_path):
+    path = SoftPrompt(torch.zeros(3, 8)).save(tmp_path / "w.safetensors")
+    with pytest.raises(PromptFileError, match="H=8 but model 'tiny-llama-0' has H=32"):
+        SoftPrompt.load(path, model=tiny_causal())
+
+
+def test_corrupt_and_foreign_files_are_refused(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(PromptFileError, match="not a readable safetensors"):
+        SoftPrompt.load(bad)
+    with pytest.raises(PromptFileError, match="not found"):
+        SoftPrompt.load(tmp_path / "missing.safetensors")
+
+
+def test_nan_prompt_is_not_saved_and_old_file_survives(tmp_path):
+    path = SoftPrompt(torch.ones(2, 4)).save(tmp_path / "p.safetensors")
+    broken = SoftPrompt(torch.full((2, 4), float("nan")))
+    with pytest.raises(PromptFileError, match="NaN"):
+        broken.save(path)
+    assert torch.equal(SoftPrompt.load(path).embeddings, torch.ones(2, 4))
+    assert [p.name for p in tmp_path.iterdir()] == ["p.safetensors"]  # no temp files left behind

@@ -1,0 +1,75 @@
+"""Scoring and generation with prompts: agreement with plain full-model computations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import tiny_causal, tiny_seq2seq
+
+from softprompt.init import make_prompt
+from softprompt.scoring import InputTooLongError, encode_pair, generate, score_choices
+
+
+def full_forward_greedy(fm, prompt, text, steps):
+    """Reference: recompute the whole sequence (prompt + input + generated) every step, no cache."""
+    ids = fm.tokenizer(text).input_ids
+    rows = prompt.as_input(fm.dtype, fm.device)
+    out = []
+    for _ in range(steps):
+        emb = fm.embed(torch.tensor([ids + out]))[0]
+        k = 1 if fm.adds_bos else 0
+        seq = torch.cat([emb[:k], rows, emb[k:]]).unsqueeze(0)
+        with torch.no_grad():
+            out.append(int(fm.model(inputs_embeds=seq).logits[0, -1].argmax()))
+    return out
+
+
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_generation_keeps_the_prompt_in_the_kv_cache(add_bos):
+    fm = tiny_causal(add_bos=add_bos)
+    prompt = make_prompt(fm, 5, "random-uniform", seed=1, scale=5.0)  # large enough to change the output
+    text = "the movie was"
+    expected = full_forward_greedy(fm, prompt, text, 6)
+    got = generate(fm, [text], prompt, max_new_tokens=6, stop_at_newline=False)[0]
+    assert got == fm.tokenizer.decode(expected, skip_special_tokens=True).strip()
+    # and the prompt matters: without it the continuation differs
+    assert generate(fm, [text], None, max_new_tokens=6, stop_at_newline=False)[0] != got
+
+
+def test_batched_generation_matches_one_at_a_time():
+    fm = tiny_causal()
+    prompts = [make_prompt(fm, p, "random-uniform", seed=p) for p in (2, 6)]
+    texts = ["the movie", "a terrible film , boring and far too long"]
+    batched = generate(fm, texts, prompts, max_new_tokens=5, stop_at_newline=False)
+    alone = [generate(fm, [t], p, max_new_tokens=5, stop_at_newline=False)[0] for t, p in zip(texts, prompts, strict=True)]
+    assert batched == alone
+
+
+def test_seq2seq_generation_uses_the_prompt():
+    fm = tiny_seq2seq()
+    prompts = [make_prompt(fm, 8, "random-uniform", seed=s, scale=5.0) for s in (1, 2)]
+    outs = {generate(fm, ["the movie was great"], p, max_new_tokens=4, stop_at_newline=False)[0] for p in prompts}
+    assert len(outs) == 2
+
+
+def test_score_choices_equals_summed_target_logprobs():
+    fm = tiny_causal()
+    prompt = make_prompt(fm, 3, "random-uniform")
+    scores = score_choices(fm, ["the movie was great"], [["positive", "not_entailment"]], prompt, batch_size=1)
+    pair = encode_pair(fm, "the movie was great", "not_entailment")
+    rows = prompt.as_input(fm.dtype, fm.device)
+    ids = pair.input_ids + pair.target_ids
+    emb = fm.embed(torch.tensor([ids]))[0]
+    seq = torch.cat([emb[:1], rows, emb[1:]]).unsqueeze(0)
+    with torch.no_grad():
+        logp = fm.model(inputs_embeds=seq).logits[0].log_softmax(-1)
+    start = 3 + len(pair.input_ids) - 1
+    expected = sum(float(logp[start + j, t]) for j, t in enumerate(pair.target_ids))
+    assert scores[0][1] == pytest.approx(expected, abs=1e-4)
+
+
+def test_too_long_input_is_a_clear_error():
+    fm = tiny_causal()
+    prompt = make_prompt(fm, 200, "random-uniform")
+    with pytest.raises(InputTooLongError, match="> the model's context of 256"):
+        score_choices(fm, ["the movie was great " * 20], [["positive"]], prompt)
