@@ -92,3 +92,19 @@ def test_left_and_right_padding_give_the_same_causal_logprobs(add_bos):
             single = real_logprobs(torch.tensor([rows[i]]), torch.ones(1, len(rows[i]), dtype=torch.long), False)[0]
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
         torch.testing.assert_close(a, single, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_shared_prefix_path_equals_the_plain_path_in_value_and_gradient(add_bos):
+    """One prompt for the batch runs once (prefix.py); per-example copies take the gather path."""
+    fm = tiny_causal(add_bos=add_bos)
+    prompt = make_prompt(fm, 6, "random-uniform", seed=2)
+    pairs = [encode_pair(fm, t, "positive") for t in TEXTS]
+    shared = target_logprobs(fm, pairs, prompt)
+    (g_shared,) = torch.autograd.grad(torch.cat(shared).sum(), prompt.embeddings)
+    copies = [prompt.embeddings.clone() for _ in pairs]  # distinct objects: no shared prefix
+    plain = target_logprobs(fm, pairs, copies)
+    grads = torch.autograd.grad(torch.cat(plain).sum(), copies)
+    for a, b in zip(shared, plain, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(g_shared, sum(grads), atol=1e-5, rtol=1e-4)

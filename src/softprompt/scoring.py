@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from softprompt.attach import attach_causal, attach_encoder
 from softprompt.frozen import FrozenModel
+from softprompt.prefix import forward_after_prefix, run_prefix
 from softprompt.prompt import SoftPrompt
 
 PromptSpec = SoftPrompt | torch.Tensor | Sequence[SoftPrompt | torch.Tensor | None] | None
@@ -54,7 +55,7 @@ def encode_pair(fm: FrozenModel, input_text: str, target: str, *, append_eos: bo
 def prompt_list(fm: FrozenModel, prompts: PromptSpec, batch: int) -> list[torch.Tensor | None]:
     """Normalise None / one prompt / one per example into a list of [P_i, H] tensors in the model dtype."""
     if prompts is None or isinstance(prompts, SoftPrompt | torch.Tensor):
-        prompts = [prompts] * batch
+        return prompt_list(fm, [prompts], 1) * batch  # convert once; every example shares the tensor
     if len(prompts) != batch:
         raise ValueError(f"got {len(prompts)} prompts for {batch} examples")
     out: list[torch.Tensor | None] = []
@@ -93,10 +94,14 @@ def target_logprobs(fm: FrozenModel, pairs: Sequence[Encoded], prompts: PromptSp
 
     Differentiable w.r.t. the prompts (wrap in `torch.no_grad()` to score). One forward for the batch.
     """
-    prompt_rows = prompt_list(fm, prompts, len(pairs))
+    shared = shared_prompt(prompts, len(pairs))
+    prompt_rows = prompt_list(fm, prompts if shared is None else shared, len(pairs))
     check_fits(fm, pairs, prompt_rows)
     if fm.is_seq2seq:
         return _seq2seq_logprobs(fm, pairs, prompt_rows)
+    bos = fm.tokenizer.bos_token_id if fm.adds_bos else None
+    if shared is not None and all(p.input_ids[:1] == [bos] for p in pairs if bos is not None):
+        return _shared_prefix_logprobs(fm, pairs, prompt_rows[0], bos)
     ids, mask = pad([p.input_ids + p.target_ids for p in pairs], fm.tokenizer.pad_token_id)
     att = attach_causal(fm.embed(ids), mask.to(fm.device), prompt_rows, after_bos=fm.adds_bos)
     base = getattr(fm.model, fm.model.base_model_prefix)
@@ -105,16 +110,49 @@ def target_logprobs(fm: FrozenModel, pairs: Sequence[Encoded], prompts: PromptSp
         use_cache=False,
     ).last_hidden_state  # [B, L, H]
     # Target token j of pair b sits at input position len(input_b) + j; the state before it predicts it.
-    rows, cols, gold = [], [], []
-    for b, pair in enumerate(pairs):
-        starts = att.token_index[b, len(pair.input_ids): len(pair.input_ids) + len(pair.target_ids)] - 1
-        rows += [b] * len(pair.target_ids)
-        cols.append(starts)
-        gold += pair.target_ids
-    picked = hidden[torch.tensor(rows, device=hidden.device), torch.cat(cols)]  # [N_tgt, H]
+    before = [
+        (att.token_index[b, len(p.input_ids): len(p.input_ids) + len(p.target_ids)] - 1).tolist()
+        for b, p in enumerate(pairs)
+    ]
+    return logprobs_at(fm, hidden, before, pairs)
+
+
+def logprobs_at(
+    fm: FrozenModel, hidden: torch.Tensor, positions: Sequence[Sequence[int]], pairs: Sequence[Encoded]
+) -> list[torch.Tensor]:
+    """Run the LM head only on the hidden states [B, L, H] at `positions[b]` (one per target token of pair b)
+    and return each target token's log-probability, one [T_tgt_b] tensor per pair."""
+    rows = [b for b, cols in enumerate(positions) for _ in cols]
+    cols = [c for cols in positions for c in cols]
+    picked = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]  # [N, H]
     logprobs = F.log_softmax(head_logits(fm, picked), dim=-1)
-    token_lp = logprobs.gather(1, torch.tensor(gold, device=hidden.device).unsqueeze(1)).squeeze(1)
+    gold = torch.tensor([t for p in pairs for t in p.target_ids], device=hidden.device)
+    token_lp = logprobs.gather(1, gold.unsqueeze(1)).squeeze(1)
     return list(token_lp.split([len(p.target_ids) for p in pairs]))
+
+
+def shared_prompt(prompts: PromptSpec, batch: int) -> SoftPrompt | torch.Tensor | None:
+    """The one prompt every example uses, if there is one (then its prefix can run once per batch)."""
+    if isinstance(prompts, SoftPrompt | torch.Tensor):
+        return prompts
+    if prompts is not None and batch and prompts[0] is not None and all(p is prompts[0] for p in prompts):
+        return prompts[0]
+    return None
+
+
+def _shared_prefix_logprobs(
+    fm: FrozenModel, pairs: Sequence[Encoded], prompt: torch.Tensor, bos: int | None
+) -> list[torch.Tensor]:
+    """One prompt for the whole batch: run [BOS] + prompt once, then every example after it (prefix.py)."""
+    skip = 0 if bos is None else 1  # BOS moves into the shared prefix
+    prefix = prompt if bos is None else torch.cat([fm.embed(torch.tensor([[bos]]))[0], prompt])
+    state = run_prefix(fm, prefix)
+    ids, mask = pad([p.input_ids[skip:] + p.target_ids for p in pairs], fm.tokenizer.pad_token_id)
+    hidden = forward_after_prefix(fm, state, fm.embed(ids), mask.to(fm.device))  # [B, 1+T, H]
+    # Target token j of pair b is input position n_b + j (n_b = input length after the BOS moved out);
+    # hidden row n_b + j holds the state just before it (row 0 is the prefix's last state).
+    before = [range(len(p.input_ids) - skip, len(p.input_ids) - skip + len(p.target_ids)) for p in pairs]
+    return logprobs_at(fm, hidden, before, pairs)
 
 
 def _seq2seq_logprobs(

@@ -1,0 +1,150 @@
+"""Training configuration: one typed dataclass, a docstring per field, YAML in and out.
+
+Defaults are the paper's recipe (Lester et al. 2021, §3 and appendix A): P=100, class-label init,
+Adafactor lr 0.3 with weight decay 1e-5, β2 decay 0.8, no parameter scaling, constant lr, batch 32,
+early stopping on the validation metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class Method(str, Enum):
+    PROMPT_TUNING = "prompt-tuning"
+    MODEL_TUNING = "model-tuning"
+
+
+class Optimizer(str, Enum):
+    ADAFACTOR = "adafactor"
+    ADAMW = "adamw"
+
+
+class Loss(str, Enum):
+    CE = "ce"  # the paper: cross-entropy on the target text, teacher forcing
+    RANK = "rank"  # softmax over the label words only (classification tasks)
+
+
+class ConfigError(ValueError):
+    """A configuration value or combination that cannot work; the message names it."""
+
+
+@dataclass
+class TrainConfig:
+    task: str | None = None
+    """Built-in task name (e.g. sst2); or use task_file."""
+    task_file: str | None = None
+    """Path of a user task YAML file (see README, 'Your own task')."""
+    model: str = "default"
+    """Base model: 'default', 'gemma-3-270m', a .gguf file, a local dir or a hub id."""
+    method: Method = Method.PROMPT_TUNING
+    """prompt-tuning (only the prompt learns) or model-tuning (all weights: the paper's baseline)."""
+    prompt_length: int = 100
+    """P, the number of prompt vectors (paper default 100)."""
+    init: str = "class-labels"
+    """random-uniform | sampled-vocab | class-labels | text | file."""
+    init_text: str | None = None
+    """Text for init=text."""
+    init_file: str | None = None
+    """Prompt file for init=file."""
+    optimizer: Optimizer = Optimizer.ADAFACTOR
+    """adafactor (paper) or adamw."""
+    lr: float | None = None
+    """Learning rate; default 0.3 for prompt tuning with Adafactor, 1e-3 AdamW; 1e-5 for model tuning."""
+    weight_decay: float = 1e-5
+    """Paper: 1e-5."""
+    beta2_decay: float = -0.8
+    """Adafactor's β2 decay exponent (paper: 0.8, written -0.8 in torch)."""
+    batch_size: int = 32
+    """Examples per optimizer step, before gradient accumulation splits it (paper: 32)."""
+    grad_accum: int = 1
+    """Split each step's batch into this many micro-batches (same result, less memory)."""
+    steps: int = 1000
+    """Optimizer steps."""
+    loss: Loss = Loss.CE
+    """ce (paper) or rank (softmax over the label words only)."""
+    eval_every: int = 100
+    """Evaluate on the validation split every N steps (0: only at the end)."""
+    eval_limit: int | None = 500
+    """Validation examples per evaluation (None: all)."""
+    eval_batch_size: int = 32
+    """Batch size for evaluation."""
+    patience: int | None = None
+    """Stop after this many evaluations without improvement (None: never)."""
+    checkpoint_every: int | None = None
+    """Save a resumable checkpoint every N steps (default: at every evaluation)."""
+    train_limit: int | None = None
+    """Use only the first N training examples (after a seeded shuffle)."""
+    max_input_tokens: int = 256
+    """Inputs longer than this are cut (from the left of the input, never the prompt or target)."""
+    seed: int = 0
+    """Seed for init and data order."""
+    data_dir: str | None = None
+    """Where the benchmark files are (else $SOFTPROMPT_DATA, else ../shared/data)."""
+    out: str = "runs/latest"
+    """Output directory: prompt.safetensors (best), last.safetensors, metrics.jsonl, config.yaml, summary.json."""
+    threads: int | None = None
+    """torch threads (default: the physical cores)."""
+
+    def __post_init__(self) -> None:
+        self.method = Method(self.method)
+        self.optimizer = Optimizer(self.optimizer)
+        self.loss = Loss(self.loss)
+        if not self.task and not self.task_file:
+            raise ConfigError("give a task: --task NAME (e.g. sst2) or --task-file my_task.yaml")
+        if self.task and self.task_file:
+            raise ConfigError(f"give --task or --task-file, not both (got {self.task!r} and {self.task_file!r})")
+        for name in ("prompt_length", "batch_size", "grad_accum", "steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(
+                f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}; "
+                "each micro-batch must be the same size"
+            )
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        if self.method is Method.MODEL_TUNING:
+            return 1e-5
+        return 0.3 if self.optimizer is Optimizer.ADAFACTOR else 1e-3
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {k: (v.value if isinstance(v, Enum) else v) for k, v in data.items()}
+
+    def save(self, path: str | Path) -> None:
+        from softprompt.prompt import atomic_write
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+    @classmethod
+    def from_sources(cls, yaml_path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+        """Read a YAML config, then apply the flags that were given (None = not given)."""
+        data: dict[str, Any] = {}
+        if yaml_path:
+            try:
+                data = yaml.safe_load(Path(yaml_path).read_text()) or {}
+            except (OSError, yaml.YAMLError) as err:
+                raise ConfigError(f"cannot read config {yaml_path}: {err}") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"{yaml_path} must be a mapping of option: value")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) in {yaml_path}: {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(str(err)) from None

@@ -1,0 +1,69 @@
+"""Run a shared prefix (BOS + prompt) once, then every example of a batch on top of its keys/values.
+
+In a causal LM the prompt's hidden states never see the input (it comes first), so they are identical for
+every example. Running them once at batch size 1 instead of B times removes (B-1)·P tokens of work from
+each forward *and* backward; with P = 100 and short inputs that is most of the compute. Gradients flow
+back through the cached keys/values into the prompt, summed over the batch: the result equals the
+plain path (tested). The serving engine keeps the same prefix keys/values per task and reuses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from softprompt.frozen import FrozenModel
+
+
+@dataclass
+class PrefixState:
+    """Keys/values of a prefix for every layer ([1, heads, P', d] each) and its last hidden state [1, 1, H].
+
+    `length` is P' (BOS included when the prefix has it). Tensors keep their autograd graph when built with
+    gradients enabled, so one state can serve one training step's micro-batches.
+    """
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    last_hidden: torch.Tensor
+    length: int
+
+
+def base_model(fm: FrozenModel) -> torch.nn.Module:
+    """The transformer body without the LM head (e.g. LlamaForCausalLM.model)."""
+    return getattr(fm.model, fm.model.base_model_prefix)
+
+
+def run_prefix(fm: FrozenModel, prefix: torch.Tensor) -> PrefixState:
+    """Forward a prefix [P', H] (model dtype) at batch size 1 and keep its per-layer keys/values."""
+    cache = DynamicCache(config=fm.model.config)
+    out = base_model(fm)(
+        inputs_embeds=prefix.unsqueeze(0), position_ids=torch.arange(prefix.shape[0], device=prefix.device)[None],
+        cache=cache, use_cache=True,
+    )
+    kv = [(layer.keys, layer.values) for layer in cache.layers]
+    return PrefixState(kv, out.last_hidden_state[:, -1:], prefix.shape[0])
+
+
+def batch_cache(fm: FrozenModel, state: PrefixState, batch: int) -> DynamicCache:
+    """A fresh cache holding the prefix for `batch` examples (expanded views: no copy until appended to)."""
+    cache = DynamicCache(config=fm.model.config)
+    for layer, (keys, values) in zip(cache.layers, state.kv, strict=True):
+        layer.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1))
+    return cache
+
+
+def forward_after_prefix(
+    fm: FrozenModel, state: PrefixState, embeds: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Right-padded inputs [B, T, H] with mask [B, T] run after the prefix; returns hidden states [B, 1+T, H]
+    where row 0 is the prefix's last state (it predicts the first input token)."""
+    batch = embeds.shape[0]
+    full_mask = torch.cat([mask.new_ones(batch, state.length), mask], dim=1)
+    positions = state.length + (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    out = base_model(fm)(
+        inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions,
+        cache=batch_cache(fm, state, batch), use_cache=True,
+    )
+    return torch.cat([state.last_hidden.expand(batch, -1, -1), out.last_hidden_state], dim=1)
