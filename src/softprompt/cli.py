@@ -123,6 +123,120 @@ def import_peft(
     typer.echo(f"wrote {out}: P={prompt.length}, H={prompt.hidden_size}")
 
 
+@app.command()
+def train(
+    task: Annotated[str | None, typer.Option(help="Built-in task (sst2, rte, boolq, ...).")] = None,
+    task_file: Annotated[Path | None, typer.Option(help="User task YAML file.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Base model (default: SmolLM2-135M).")] = None,
+    prompt_length: Annotated[int | None, typer.Option("--prompt-length", "-p", help="P (paper: 100).")] = None,
+    init_strategy: Annotated[str | None, typer.Option("--init", help="class-labels (paper) | sampled-vocab | random-uniform | text | file")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adafactor (paper) | adamw")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (paper: 0.3 with Adafactor).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per step (paper: 32).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps.")] = None,
+    eval_limit: Annotated[int | None, typer.Option(help="Validation examples per evaluation.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience, in evaluations.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    method: Annotated[str | None, typer.Option(help="prompt-tuning | model-tuning")] = None,
+    loss: Annotated[str | None, typer.Option(help="ce (paper) | rank")] = None,
+    train_limit: Annotated[int | None, typer.Option(help="Use only N training examples.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config; flags override it.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this output dir.")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Output dir.")] = None,
+) -> None:
+    """Train a soft prompt (or, with --method model-tuning, the whole model).
+
+    Example: softprompt train --task sst2 --prompt-length 20 --steps 300 --out runs/sst2
+
+    Resume after an interruption: softprompt train --resume runs/sst2
+    """
+    from softprompt.config import TrainConfig
+    from softprompt.train import train as run
+
+    flags = dict(
+        task=task, task_file=str(task_file) if task_file else None, model=model, prompt_length=prompt_length,
+        init=init_strategy, optimizer=optimizer, lr=lr, batch_size=batch_size, grad_accum=grad_accum, steps=steps,
+        eval_every=eval_every, eval_limit=eval_limit, patience=patience, seed=seed, method=method, loss=loss,
+        train_limit=train_limit, data_dir=data_dir, out=out,
+    )
+    if resume is not None:
+        config = config or resume / "config.yaml"
+        flags["out"] = str(resume)
+    cfg = TrainConfig.from_sources(config, **flags)
+    result = run(cfg, resume=resume is not None)
+    typer.echo(json.dumps({"best_metric": result.best_metric, "best_step": result.best_step,
+                           "steps": result.steps_done, "wall_seconds": result.wall_seconds,
+                           "prompt": str(result.prompt_path)}, indent=2))
+
+
+@app.command("eval")
+def eval_command(
+    task: Annotated[str | None, typer.Option(help="Built-in task: sst2, rte, boolq, squad, ...")] = None,
+    task_file: Annotated[Path | None, typer.Option(help="User task YAML file (see README: task files).")] = None,
+    prompt: Annotated[list[Path] | None, typer.Option("--prompt", help="Soft prompt file; repeat to compare several.")] = None,
+    no_prompt: Annotated[bool, typer.Option("--no-prompt", help="Zero-shot: the frozen model alone.")] = False,
+    instruction: Annotated[str | None, typer.Option(help="Prompt design: instruction text put before every input.")] = None,
+    shots: Annotated[int, typer.Option(help="Prompt design: k solved training examples before every input.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for drawing the shots.")] = 0,
+    split: Annotated[str, typer.Option(help="train | validation | test (where labelled) | task-specific.")] = "validation",
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
+    mode: Annotated[str | None, typer.Option(help="rank (score each label word) | generate (greedy, exact match). Default: the task's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    predictions: Annotated[Path | None, typer.Option(help="Write one JSON line per example here.")] = None,
+    model: ModelOpt = "default",
+    data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA, else ../shared/data).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 16,
+) -> None:
+    """Evaluate a soft prompt, a designed prompt, or no prompt on a task's split.
+
+    Examples:
+
+      softprompt eval --task sst2 --no-prompt --limit 200 --json
+
+      softprompt eval --task sst2 --instruction "Is the sentiment positive or negative?" --shots 4 --limit 200
+
+      softprompt eval --task rte --prompt runs/rte/prompt.safetensors --predictions rte-val.jsonl
+
+      softprompt eval --task-file examples/ticket_topic.yaml --no-prompt --mode generate
+    """
+    from softprompt.baselines import draw_shots
+    from softprompt.evaluate import evaluate, write_predictions
+    from softprompt.tasks import Mode, TaskError, resolve_task
+
+    if prompt and no_prompt:
+        raise TaskError("--prompt and --no-prompt exclude each other")
+    if mode is not None and mode not in {m.value for m in Mode}:
+        raise TaskError(f"--mode {mode!r}: use rank or generate")
+    chosen = resolve_task(task, task_file)
+    examples = chosen.examples(split, data_dir, limit=limit)
+    shot_examples = draw_shots(chosen, shots, seed, data_dir) if shots else []
+
+    from softprompt.models import load_model
+    from softprompt.prompt import SoftPrompt
+
+    fm = load_model(model)
+    results = []
+    for path in prompt or [None]:
+        soft = SoftPrompt.load(path, model=fm) if path is not None else None
+        result = evaluate(fm, chosen, examples, prompt=soft, mode=mode, batch_size=batch_size,
+                          instruction=instruction, shots=shot_examples)
+        summary = {**result.summary(), "split": split, "prompt": str(path) if path else None,
+                   "instruction": instruction, "shots": shots}
+        results.append(summary)
+        if predictions is not None:
+            target = predictions if len(prompt or []) <= 1 else predictions.with_suffix(f".{path.stem}.jsonl")
+            write_predictions(target, examples, result)
+        if not as_json:
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
+            counted = ", ".join(f"{k}={v}" for k, v in result.counts.items())
+            typer.echo(f"{chosen.name} [{split}, {result.mode.value}, prompt={summary['prompt']}] {shown} ({counted})")
+    if as_json:
+        _echo_json(results[0] if len(results) == 1 else results)
+
+
 def main() -> None:
     """Entry point: run the app, turning softprompt's own errors into one line and exit code 2."""
     try:

@@ -1,0 +1,305 @@
+"""The training loop, top to bottom: data -> loss at target positions -> step -> eval -> keep best -> resume.
+
+Only the prompt [P, H] learns (fp32 master copy) while the frozen model runs in bf16; `--method
+model-tuning` trains every weight instead, for the paper's comparison. Runs unchanged under
+`accelerate launch` / torchrun: each rank takes its slice of every global batch and gradients are summed,
+so N ranks give the same prompt as one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from softprompt.batching import epoch_batches, split_micro
+from softprompt.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from softprompt.config import ConfigError, Loss, Method, Optimizer, TrainConfig
+from softprompt.frozen import FrozenModel
+from softprompt.init import make_prompt
+from softprompt.prompt import SoftPrompt, atomic_write
+from softprompt.scoring import Encoded, encode_pair, target_logprobs
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (diverged, no data); the message says what to change."""
+
+
+@dataclass
+class TrainResult:
+    best_metric: float | None
+    best_step: int | None
+    steps_done: int
+    wall_seconds: float
+    prompt_path: Path | None
+    out_dir: Path
+
+
+@dataclass
+class Row:
+    """One training example, tokenized once: the gold pair, and every choice for the rank loss."""
+
+    gold: Encoded
+    choices: list[Encoded]
+    label: int | None
+
+    @property
+    def length(self) -> int:
+        return len(self.gold.input_ids) + len(self.gold.target_ids)
+
+
+def cut_input(ids: list[int], limit: int) -> list[int]:
+    """Keep the start and the end of an over-long input (question and cue survive), drop the middle."""
+    if len(ids) <= limit:
+        return ids
+    tail = min(16, limit // 2)
+    return ids[: limit - tail] + ids[-tail:]
+
+
+def encode_rows(fm: FrozenModel, examples: list[Any], cfg: TrainConfig) -> list[Row]:
+    """Tokenize every training example once (targets end in EOS so generation learns to stop)."""
+    rows = []
+    for ex in examples:
+        gold = encode_pair(fm, ex.input_text, ex.target_text, append_eos=True)
+        gold.input_ids = cut_input(gold.input_ids, cfg.max_input_tokens)
+        choices = []
+        if cfg.loss is Loss.RANK:
+            for choice in ex.choices or []:
+                enc = encode_pair(fm, ex.input_text, choice)
+                enc.input_ids = gold.input_ids
+                choices.append(enc)
+        rows.append(Row(gold, choices, ex.label))
+    return rows
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group that `accelerate launch`/torchrun describe in env."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")  # CPU-friendly; NCCL needs GPUs
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def step_loss(fm: FrozenModel, rows: list[Row], prompt: SoftPrompt | None, cfg: TrainConfig, norm: float) -> torch.Tensor:
+    """Loss of one micro-batch, divided by `norm` (the whole global step's token or example count) so that
+    micro-batches and ranks add up to exactly the loss of the full batch."""
+    if cfg.loss is Loss.CE:
+        logprobs = target_logprobs(fm, [r.gold for r in rows], prompt)
+        return -torch.cat(logprobs).sum() / norm
+    flat = [c for r in rows for c in r.choices]
+    sums = torch.stack([lp.sum() for lp in target_logprobs(fm, flat, prompt)])
+    total, start = sums.new_zeros(()), 0
+    for r in rows:
+        scores = sums[start: start + len(r.choices)]
+        total = total - torch.log_softmax(scores, dim=0)[r.label]
+        start += len(r.choices)
+    return total / norm
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer is Optimizer.ADAFACTOR:
+        # Paper: Adafactor, lr 0.3, weight decay 1e-5, β2 decay 0.8, no parameter scaling, constant lr.
+        # torch's Adafactor has no relative-step or parameter scaling, which is what the paper turns off.
+        return torch.optim.Adafactor(params, lr=cfg.learning_rate, beta2_decay=cfg.beta2_decay,
+                                     weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def train(
+    cfg: TrainConfig, *, fm: FrozenModel | None = None, resume: bool = False, progress: bool = True
+) -> TrainResult:
+    """Run one training job described by `cfg`; files go to `cfg.out` (see TrainConfig.out)."""
+    from softprompt.evaluate import evaluate
+    from softprompt.models import configure_threads, load_model
+    from softprompt.tasks import get_task, load_task_file
+
+    started = time.time()
+    rank, world = distributed()
+    out = Path(cfg.out)
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise ConfigError(f"batch_size {cfg.batch_size} must split evenly over {world} ranks × {cfg.grad_accum} micro-batches")
+    configure_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    # 1. Model, task, data. Model tuning needs fp32 master weights (bf16 would drop small updates).
+    if fm is None:
+        fm = load_model(cfg.model, dtype="fp32" if cfg.method is Method.MODEL_TUNING else None)
+    task = load_task_file(cfg.task_file) if cfg.task_file else get_task(cfg.task)
+    if cfg.loss is Loss.RANK and not task.label_words:
+        raise ConfigError(f"--loss rank needs a classification task; {task.name} generates free text")
+    train_examples = task.examples("train", cfg.data_dir)
+    if cfg.train_limit:
+        keep = torch.randperm(len(train_examples), generator=torch.Generator().manual_seed(cfg.seed))
+        train_examples = [train_examples[i] for i in keep[: cfg.train_limit].tolist()]
+    if len(train_examples) < cfg.batch_size:
+        raise TrainingError(f"{len(train_examples)} training examples < batch size {cfg.batch_size}: lower --batch-size")
+    val_examples = task.examples("validation", cfg.data_dir, limit=cfg.eval_limit)
+    rows = encode_rows(fm, train_examples, cfg)
+    lengths = [r.length for r in rows]
+
+    # 2. What learns: the prompt (fp32), or every weight of the model.
+    prompt: SoftPrompt | None = None
+    if cfg.method is Method.PROMPT_TUNING:
+        prompt = make_prompt(
+            fm, cfg.prompt_length, cfg.init, labels=task.label_words, text=cfg.init_text, path=cfg.init_file,
+            texts=[ex.input_text for ex in train_examples], seed=cfg.seed, task=task.name,
+        )
+        prompt.metadata.update(label_words=task.label_words, train_config=cfg.to_dict())
+        named = {"prompt": prompt.embeddings}
+    else:
+        for param in fm.model.parameters():
+            param.requires_grad_(True)
+        fm.model.train(False)  # dropout stays off: the paper's comparisons use the same deterministic forward
+        named = {name: p for name, p in fm.model.named_parameters()}
+    optimizer = make_optimizer(list(named.values()), cfg)
+    autocast = cfg.method is Method.MODEL_TUNING and fm.dtype == torch.float32 and _bf16_ok()
+
+    # 3. Fresh start or resume from the last checkpoint.
+    counters: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None, "bad_evals": 0}
+    checkpoint = out / CHECKPOINT_NAME
+    if resume:
+        if not checkpoint.is_file():
+            raise TrainingError(f"nothing to resume: {checkpoint} does not exist")
+        counters = load_checkpoint(checkpoint, named, optimizer)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.learning_rate  # a resumed run may lower the lr (e.g. after a divergence)
+        _truncate_log(out / "metrics.jsonl", counters["step"])
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")
+    checkpoint_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps
+
+    # 4. The loop.
+    bar = _progress(cfg.steps, counters["step"], enabled=progress and rank == 0)
+    batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, counters["epoch"])
+    kill_at = int(os.environ.get("SOFTPROMPT_KILL_AT_STEP", "0"))  # tests: SIGKILL ourselves mid-run
+    stopped_early = False
+    while counters["step"] < cfg.steps:
+        if counters["batch"] >= len(batches):
+            counters["epoch"] += 1
+            counters["batch"] = 0
+            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, counters["epoch"])
+        batch = batches[counters["batch"]]
+        tick = time.time()
+        # 4a. Normalise by the whole step (tokens for ce, examples for rank) so pieces sum to the full loss.
+        norm = float(sum(len(rows[i].gold.target_ids) for i in batch)) if cfg.loss is Loss.CE else float(len(batch))
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = 0.0
+        for micro in split_micro(split_micro(batch, world)[rank], cfg.grad_accum):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = step_loss(fm, [rows[i] for i in micro], prompt, cfg, norm)
+            loss.backward()
+            loss_value += float(loss.detach())
+        if world > 1:
+            for param in named.values():
+                dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            total = torch.tensor([loss_value])
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            loss_value = float(total)
+        # 4b. A NaN/inf loss stops the run before it can poison the prompt; the last checkpoint stays.
+        if not math.isfinite(loss_value):
+            raise TrainingError(
+                f"loss became {loss_value} at step {counters['step'] + 1}; the last good checkpoint is {checkpoint}. "
+                "Lower --lr or use --optimizer adamw, then --resume or start again."
+            )
+        optimizer.step()
+        if not all(torch.isfinite(p).all() for p in named.values()):
+            raise TrainingError(
+                f"the update at step {counters['step'] + 1} produced NaN/inf weights (lr {cfg.learning_rate} is too "
+                f"high?); the last good checkpoint is {checkpoint}. Lower --lr, then --resume or start again."
+            )
+        counters["step"] += 1
+        counters["batch"] += 1
+        step = counters["step"]
+        record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": cfg.learning_rate,
+                                  "examples_per_s": len(batch) / max(time.time() - tick, 1e-9)}
+
+        # 4c. Evaluate, keep the best, stop early when patience runs out.
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+            result = evaluate(fm, task, val_examples, prompt=prompt, batch_size=cfg.eval_batch_size, progress=False)
+            metric = float(result.metrics[task.main_metric])
+            record["eval"] = result.metrics
+            if counters["best"] is None or metric > counters["best"]:
+                counters.update(best=metric, best_step=step, bad_evals=0)
+                if rank == 0:
+                    _save_trained(fm, prompt, out, "prompt", {"metrics": result.metrics, "step": step})
+            else:
+                counters["bad_evals"] += 1
+            stopped_early = cfg.patience is not None and counters["bad_evals"] >= cfg.patience
+        if rank == 0:
+            _append_log(out / "metrics.jsonl", record)
+            if step % checkpoint_every == 0 or step == cfg.steps or stopped_early:
+                save_checkpoint(checkpoint, named, optimizer, counters)
+                _save_trained(fm, prompt, out, "last", {"step": step})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{record['examples_per_s']:.1f}",
+                        best=counters["best"] if counters["best"] is None else f"{counters['best']:.4f}")
+        if kill_at and step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if stopped_early:
+            break
+    bar.close()
+
+    # 5. Summary.
+    best_path = out / ("prompt.safetensors" if prompt is not None else "model")
+    summary = {
+        "task": task.name, "method": cfg.method.value, "main_metric": task.main_metric,
+        "best_metric": counters["best"], "best_step": counters["best_step"], "steps_done": counters["step"],
+        "stopped_early": stopped_early, "wall_seconds": round(time.time() - started, 1),
+        "prompt_path": str(best_path), "trainable_parameters": sum(p.numel() for p in named.values()),
+    }
+    if rank == 0:
+        atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    return TrainResult(counters["best"], counters["best_step"], counters["step"], summary["wall_seconds"],
+                       best_path, out)
+
+
+def _save_trained(fm: FrozenModel, prompt: SoftPrompt | None, out: Path, which: str, meta: dict[str, Any]) -> None:
+    """Prompt tuning: `{which}.safetensors`. Model tuning: a save_pretrained dir `model/` (best only)."""
+    if prompt is not None:
+        prompt.metadata.update(meta)
+        prompt.save(out / f"{which}.safetensors")
+    elif which == "prompt":
+        tmp = out / "model.tmp"
+        fm.model.save_pretrained(tmp)
+        fm.tokenizer.save_pretrained(tmp)
+        final = out / "model"
+        if final.exists():
+            import shutil
+
+            shutil.rmtree(final)
+        tmp.rename(final)
+
+
+def _append_log(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """A killed run may have logged steps after its last checkpoint; the resumed run redoes them."""
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
+
+
+def _bf16_ok() -> bool:
+    from softprompt.models import cpu_supports_bf16
+
+    return cpu_supports_bf16()
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)

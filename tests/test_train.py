@@ -1,0 +1,114 @@
+"""The training loop on a tiny model: learning, accumulation equivalence, SIGKILL + resume, NaN stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import tiny_causal
+
+from softprompt.config import ConfigError, TrainConfig
+from softprompt.prompt import SoftPrompt
+from softprompt.train import TrainingError, train
+
+DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+needs_data = pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").is_file(), reason="../shared/data not present")
+
+
+def config(tmp_path: Path, **overrides) -> TrainConfig:
+    base = dict(task="sst2", prompt_length=4, batch_size=8, steps=6, eval_every=3, eval_limit=16,
+                train_limit=64, data_dir=str(DATA), out=str(tmp_path / "run"), init="random-uniform", seed=1)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+@needs_data
+def test_training_lowers_the_loss_and_writes_its_files(tmp_path):
+    fm = tiny_causal()
+    result = train(config(tmp_path, steps=12, lr=0.3, train_limit=16, batch_size=8), fm=fm, progress=False)
+    out = result.out_dir
+    assert {"prompt.safetensors", "last.safetensors", "metrics.jsonl", "config.yaml", "summary.json"} <= {
+        p.name for p in out.iterdir()}
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 13))
+    assert sum(r["loss"] for r in log[-3:]) < sum(r["loss"] for r in log[:3])  # 2 epochs over 16 examples
+    assert "eval" in log[2] and "accuracy" in log[2]["eval"]
+    best = SoftPrompt.load(out / "prompt.safetensors", model=fm)
+    assert best.metadata["label_words"] and best.metadata["train_config"]["task"] == "sst2"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps_done"] == 12 and summary["trainable_parameters"] == 4 * fm.hidden_size
+
+
+@needs_data
+def test_gradient_accumulation_gives_the_same_prompt(tmp_path):
+    one = train(config(tmp_path / "a", grad_accum=1), fm=tiny_causal(), progress=False)
+    four = train(config(tmp_path / "b", grad_accum=4), fm=tiny_causal(), progress=False)
+    a = SoftPrompt.load(one.out_dir / "last.safetensors").embeddings
+    b = SoftPrompt.load(four.out_dir / "last.safetensors").embeddings
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@needs_data
+def test_rank_loss_trains(tmp_path):
+    result = train(config(tmp_path, loss="rank", optimizer="adamw", lr=0.05), fm=tiny_causal(), progress=False)
+    assert result.steps_done == 6 and result.best_metric is not None
+
+
+@needs_data
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+    fm = tiny_causal()
+    good = train(config(tmp_path, steps=2, eval_every=2), fm=fm, progress=False)
+    before = SoftPrompt.load(good.out_dir / "last.safetensors").embeddings
+    with pytest.raises(TrainingError, match="(loss became (nan|inf)|produced NaN/inf weights)"):
+        train(config(tmp_path, steps=4, eval_every=2, lr=1e38), fm=fm, resume=True, progress=False)
+    after = SoftPrompt.load(good.out_dir / "last.safetensors").embeddings
+    assert torch.equal(before, after)  # the step-2 checkpoint and prompt are untouched
+
+
+def test_bad_configs_are_refused_with_the_values():
+    with pytest.raises(ConfigError, match="give a task"):
+        TrainConfig()
+    with pytest.raises(ConfigError, match="batch_size 10 is not divisible by grad_accum 4"):
+        TrainConfig(task="sst2", batch_size=10, grad_accum=4)
+    with pytest.raises(ValueError, match="'sgd' is not a valid Optimizer"):
+        TrainConfig(task="sst2", optimizer="sgd")
+
+
+KILL_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from tiny import tiny_causal
+from softprompt.config import TrainConfig
+from softprompt.train import train
+cfg = TrainConfig.from_sources({config!r})
+train(cfg, fm=tiny_causal(), resume={resume}, progress=False)
+"""
+
+
+@needs_data
+def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path):
+    """Kill -9 after step 5 (last checkpoint: step 4), resume, and compare with an uninterrupted run.
+
+    Tolerance: exact to 1e-6; the resumed run replays the same batches from the same optimizer state.
+    """
+    straight = train(config(tmp_path / "straight", steps=10, checkpoint_every=2), fm=tiny_causal(), progress=False)
+    cfg = config(tmp_path / "killed", steps=10, checkpoint_every=2)
+    Path(cfg.out).mkdir(parents=True)
+    cfg.save(Path(cfg.out) / "config.yaml")
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), config=str(Path(cfg.out) / "config.yaml"), resume="{}")
+    env = {**os.environ, "SOFTPROMPT_KILL_AT_STEP": "5"}
+    killed = subprocess.run([sys.executable, "-c", script.format("False")], env=env, capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    env.pop("SOFTPROMPT_KILL_AT_STEP")
+    resumed = subprocess.run([sys.executable, "-c", script.format("True")], env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    a = SoftPrompt.load(straight.out_dir / "last.safetensors").embeddings
+    b = SoftPrompt.load(Path(cfg.out) / "last.safetensors").embeddings
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    steps = [json.loads(line)["step"] for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 11))  # the step logged after the checkpoint was redone, not duplicated
