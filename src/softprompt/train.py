@@ -135,14 +135,14 @@ def train(
     if fm is None:
         fm = load_model(cfg.model, dtype="fp32" if cfg.method is Method.MODEL_TUNING else None)
     task = load_task_file(cfg.task_file) if cfg.task_file else get_task(cfg.task)
-    if cfg.loss is Loss.RANK and not task.label_words:
-        raise ConfigError(f"--loss rank needs a classification task; {task.name} generates free text")
     train_examples = task.examples("train", cfg.data_dir)
     if cfg.train_limit:
         keep = torch.randperm(len(train_examples), generator=torch.Generator().manual_seed(cfg.seed))
         train_examples = [train_examples[i] for i in keep[: cfg.train_limit].tolist()]
     if len(train_examples) < cfg.batch_size:
         raise TrainingError(f"{len(train_examples)} training examples < batch size {cfg.batch_size}: lower --batch-size")
+    if cfg.loss is Loss.RANK and not all(ex.choices for ex in train_examples):
+        raise ConfigError(f"--loss rank needs choices for every example; {task.name} generates free text")
     val_examples = task.examples("validation", cfg.data_dir, limit=cfg.eval_limit)
     rows = encode_rows(fm, train_examples, cfg)
     lengths = [r.length for r in rows]
@@ -150,8 +150,11 @@ def train(
     # 2. What learns: the prompt (fp32), or every weight of the model.
     prompt: SoftPrompt | None = None
     if cfg.method is Method.PROMPT_TUNING:
+        init = cfg.init
+        if init == "class-labels" and not task.label_words:
+            init = "sampled-vocab"  # per-example choices (COPA, ReCoRD): no fixed label words to start from
         prompt = make_prompt(
-            fm, cfg.prompt_length, cfg.init, labels=task.label_words, text=cfg.init_text, path=cfg.init_file,
+            fm, cfg.prompt_length, init, labels=task.label_words, text=cfg.init_text, path=cfg.init_file,
             texts=[ex.input_text for ex in train_examples], seed=cfg.seed, task=task.name,
         )
         prompt.metadata.update(label_words=task.label_words, train_config=cfg.to_dict())

@@ -1,0 +1,61 @@
+"""Baselines that train nothing: zero-shot (no prompt) and "prompt design" (GPT-3 style).
+
+Prompt design puts a text instruction and k solved training examples before every input:
+
+    <instruction>
+
+    <input of shot 1>
+    answer: <target of shot 1>
+
+    ...
+
+    <input of the example to answer>
+    answer:
+
+The "answer:" cue is added only to designed prompts (zero-shot and soft prompts see the task's plain
+text-to-text input): without it a frozen LM reads "sentence: ... ." as finished and writes a newline, so
+greedy decoding would never reach the label word.
+
+The same k shots (drawn once, seeded) serve every evaluated example, so results are reproducible and the
+shared prefix costs the same for each. Shots are separated by a blank line; generation stops at the first
+newline, so a model that continues the pattern stops after its answer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from softprompt.tasks.base import Example, Task, TaskError
+
+SEPARATOR = "\n\n"
+CUE = "\nanswer:"
+
+
+def draw_shots(task: Task, k: int, seed: int = 0, data_dir: str | Path | None = None,
+               split: str = "train") -> list[Example]:
+    """k labelled examples drawn without replacement from `split` with `random.Random(seed)`."""
+    if k <= 0:
+        return []
+    pool = [ex for ex in task.examples(split, data_dir) if ex.target_text]
+    if len(pool) < k:
+        raise TaskError(f"--shots {k}: task {task.name!r} has only {len(pool)} labelled {split} examples")
+    return random.Random(seed).sample(pool, k)
+
+
+def design_prefix(instruction: str | None = None, shots: Sequence[Example] = (), cue: str = CUE) -> str:
+    """The text put before every input: instruction, then each shot as "input<cue> target", blank-line separated."""
+    parts = [instruction.strip()] if instruction and instruction.strip() else []
+    parts += [f"{ex.input_text}{cue} {ex.target_text}" for ex in shots]
+    return SEPARATOR.join(parts) + SEPARATOR if parts else ""
+
+
+def design_inputs(
+    inputs: Sequence[str], instruction: str | None = None, shots: Sequence[Example] = (), cue: str = CUE
+) -> list[str]:
+    """Every input with the prompt-design prefix before it and the cue after it (unchanged without a design)."""
+    prefix = design_prefix(instruction, shots, cue)
+    if not prefix:
+        return list(inputs)
+    return [prefix + text + cue for text in inputs]

@@ -1,0 +1,271 @@
+"""User-defined tasks from a YAML file: data files, an input template, label words or a target field.
+
+    name: ticket_topic                 # required
+    data:                              # required: split -> file (relative to this YAML file)
+      train: tickets_train.csv
+      validation: {path: tickets_dev.csv, header: false, columns: [text, topic]}
+    format: csv                        # jsonl | csv | tsv (default: from the file extension)
+    header: true                       # csv/tsv: first row names the columns
+    columns: [text, topic]             # csv/tsv: column names when there is no header
+    delimiter: ","                     # csv/tsv field separator (default , or tab)
+    quoting: minimal                   # minimal (standard "quotes") | none (quotes are plain text)
+    encoding: utf-8                    # e.g. utf-8-sig for files with a byte-order mark
+    input_template: "ticket: {text}"   # {field} placeholders name columns / JSON keys
+    label_field: topic                 # classification: the column holding the label ...
+    labels: {billing: billing, bug: bug report}   # ... and label value -> label word
+    target_field: answer               # generation instead: the column holding the target text
+    metrics: [accuracy, macro_f1]      # classification: accuracy f1 macro_f1; generation: em f1 accuracy
+    main_metric: accuracy              # default: the first metric (or `average` of a standard pair)
+    positive_label: bug report         # binary f1: the positive label word (default: the last one)
+
+Mistakes raise `TaskFileError` naming the file, the line and the field at fault.
+"""
+
+from __future__ import annotations
+
+import difflib
+import string
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from softprompt.data import Source, read_source
+from softprompt.tasks.base import Example, Mode, Task, TaskError, choice_example
+
+TOP_KEYS = ("name", "data", "format", "header", "columns", "delimiter", "quoting", "encoding", "input_template",
+            "label_field", "labels", "target_field", "metrics", "main_metric", "positive_label", "description")
+FILE_KEYS = ("path", "format", "header", "columns", "delimiter", "quoting", "encoding")
+FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "tsv"}
+CLASSIFICATION_METRICS = {"accuracy": "accuracy", "f1": "f1", "macro_f1": "macro_f1"}
+GENERATION_METRICS = {"em": "em", "f1": "token_f1", "accuracy": "accuracy"}
+
+
+class TaskFileError(TaskError):
+    """A YAML task file is malformed; the message names the file, line and field."""
+
+
+class _Doc:
+    """The parsed YAML plus the line of every key, so errors can point at the line at fault."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+            try:
+                node = loader.get_single_node()
+                self.data = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise TaskFileError(f"{path}{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+        except OSError as err:
+            raise TaskFileError(f"cannot read task file {path}: {err.strerror}") from None
+        self.lines: dict[str, int] = {}
+        if node is not None:
+            self._index(node, "")
+
+    def _index(self, node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                dotted = f"{prefix}{key.value}"
+                self.lines[dotted] = key.start_mark.line + 1
+                self._index(value, dotted + ".")
+
+    def error(self, field: str, message: str) -> TaskFileError:
+        line = self.lines.get(field) or self.lines.get(field.split(".")[0])
+        where = f":{line}" if line else ""
+        return TaskFileError(f"{self.path}{where}: field '{field}': {message}")
+
+
+def load_task_file(path: str | Path) -> Task:
+    """Build a task from a YAML task file (see the module docstring for the format)."""
+    doc = _Doc(Path(path).expanduser())
+    spec = doc.data
+    if not isinstance(spec, dict):
+        raise TaskFileError(f"{doc.path}: a task file is a YAML mapping (name:, data:, input_template:, ...)")
+    for key in spec:
+        if key not in TOP_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_KEYS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; known fields: {', '.join(TOP_KEYS)}"
+            raise doc.error(str(key), f"unknown field{hint}")
+    for key in ("name", "data", "input_template"):
+        if key not in spec:
+            raise TaskFileError(f"{doc.path}: missing required field '{key}'")
+    name = spec["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise doc.error("name", "must be a non-empty string")
+    template = _template(doc, spec["input_template"])
+    files = _files(doc, spec)
+
+    is_classification = "label_field" in spec
+    if is_classification == ("target_field" in spec):
+        raise TaskFileError(f"{doc.path}: give either 'label_field' + 'labels' (classification) or "
+                            "'target_field' (generation), not both or neither")
+    if is_classification:
+        if not isinstance(spec.get("labels"), dict) or not spec["labels"]:
+            raise doc.error("labels", "classification needs 'labels': a mapping from label value to label word")
+        labels = {_key(k): str(v).strip() for k, v in spec["labels"].items()}
+        if any(not w for w in labels.values()):
+            raise doc.error("labels", "every label word must be a non-empty string")
+        label_words = list(dict.fromkeys(labels.values()))
+        allowed, default_metrics = CLASSIFICATION_METRICS, ["accuracy"]
+    else:
+        if "labels" in spec:
+            raise doc.error("labels", "'labels' only goes with 'label_field'; a generation task has 'target_field'")
+        labels, label_words = {}, None
+        allowed, default_metrics = GENERATION_METRICS, ["em", "f1"]
+    metrics = spec.get("metrics", default_metrics)
+    if not isinstance(metrics, list) or not metrics:
+        raise doc.error("metrics", f"must be a list, e.g. [{', '.join(allowed)}]")
+    for metric in metrics:
+        if metric not in allowed:
+            kind = "a classification" if is_classification else "a generation"
+            raise doc.error("metrics", f"{metric!r} is not available for {kind} task; choose from {', '.join(allowed)}")
+    metric_names = tuple(dict.fromkeys(allowed[m] for m in metrics))
+    keys = list(dict.fromkeys(metrics))
+    if len(metric_names) == 2 and {"accuracy"} < set(keys) and is_classification:
+        keys.append("average")
+    main_metric = spec.get("main_metric", keys[0])
+    if main_metric not in keys:
+        raise doc.error("main_metric", f"{main_metric!r} is not among the results: {', '.join(keys)}")
+    positive = spec.get("positive_label")
+    if positive is not None and (label_words is None or str(positive) not in label_words):
+        raise doc.error("positive_label", f"must be one of the label words: {label_words}")
+
+    field = str(spec["label_field"] if is_classification else spec["target_field"])
+    formatter = _formatter(doc, template, field, labels, label_words)
+    mode = Mode.RANK if is_classification else Mode.GENERATE
+    return CustomTask(str(name), label_words, mode, main_metric, metric_names, files, formatter,
+                      positive=str(positive) if positive is not None else None,
+                      notes=str(spec.get("description", f"user task from {doc.path}")), doc=doc)
+
+
+class CustomTask(Task):
+    """A task from a YAML file: reads its files directly so a bad row is reported with its row number."""
+
+    def __init__(self, *args: Any, doc: _Doc, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.doc = doc
+
+    def examples(self, split: str, data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
+        if split not in self.files:
+            raise TaskError(f"task file {self.doc.path} has no split {split!r}; it has: {', '.join(self.files)}")
+        out: list[Example] = []
+        for source in self.files[split]:
+            for row, record in enumerate(read_source(Path(source.path), source), start=1):
+                try:
+                    out.extend(self.formatter(record))
+                except _RowError as err:
+                    raise self.doc.error(err.field, f"{source.path}, data row {row}: {err}") from None
+                if limit is not None and len(out) >= limit:
+                    return out[:limit]
+        return out
+
+
+class _RowError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _key(value: Any) -> str:
+    """One spelling for label values from YAML keys and from data: true/false, 1 (not 1.0), stripped text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _template(doc: _Doc, template: Any) -> str:
+    if not isinstance(template, str) or not template.strip():
+        raise doc.error("input_template", "must be a non-empty string with {field} placeholders")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise doc.error("input_template", f"{err} (write a literal brace as {{{{ or }}}})") from None
+    if not fields:
+        raise doc.error("input_template", "has no {field} placeholder, so every input would be the same")
+    for f in fields:
+        if not f or not f.replace("_", "a").replace(" ", "a").replace("-", "a").isalnum():
+            raise doc.error("input_template", f"placeholder {{{f}}} must name a column, e.g. {{text}}")
+    return template.rstrip()  # the target follows after a space; trailing whitespace would double it
+
+
+def _files(doc: _Doc, spec: dict[str, Any]) -> dict[str, list[Source]]:
+    data = spec["data"]
+    if not isinstance(data, dict) or not data:
+        raise doc.error("data", "must map split names to files, e.g. {train: train.jsonl, validation: dev.jsonl}")
+    base = doc.path.parent
+    files: dict[str, list[Source]] = {}
+    for split, entry in data.items():
+        where = f"data.{split}"
+        options = {k: spec[k] for k in FILE_KEYS if k in spec and k != "path"}
+        if isinstance(entry, str):
+            options["path"] = entry
+        elif isinstance(entry, dict):
+            for key in entry:
+                if key not in FILE_KEYS:
+                    raise doc.error(f"{where}.{key}", f"unknown file option; known: {', '.join(FILE_KEYS)}")
+            options.update(entry)
+            where = f"{where}.path" if "path" in entry else where
+        else:
+            raise doc.error(where, "must be a file path or a mapping with 'path'")
+        if "path" not in options:
+            raise doc.error(where, "needs a 'path'")
+        path = Path(str(options["path"])).expanduser()
+        path = path if path.is_absolute() else (base / path)
+        if not path.is_file():
+            raise doc.error(where, f"file not found: {path}")
+        fmt = options.get("format") or FORMATS.get(path.suffix.lower())
+        if fmt not in ("jsonl", "csv", "tsv"):
+            raise doc.error(f"data.{split}", f"format {fmt!r}: say 'format: jsonl | csv | tsv'")
+        def at(key: str, entry: Any = entry, split: Any = split) -> str:
+            """The YAML key a file option came from: the split's own mapping, else the top level."""
+            return f"data.{split}.{key}" if isinstance(entry, dict) and key in entry else key
+
+        columns = options.get("columns")
+        header = options.get("header", True)
+        if columns is not None and (not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)):
+            raise doc.error(at("columns"), "must be a list of column names")
+        if fmt != "jsonl" and not header and not columns:
+            raise doc.error(at("header"), f"{path.name} has no header: name its columns with 'columns: [...]'")
+        quoting = options.get("quoting", "minimal")
+        if quoting not in ("minimal", "none"):
+            raise doc.error(at("quoting"), f"{quoting!r}: use 'minimal' (standard quotes) or 'none'")
+        files[str(split)] = [Source(
+            str(path), fmt=fmt, header=bool(header), columns=tuple(columns) if columns else None,
+            delimiter=options.get("delimiter"), quoting=quoting, encoding=options.get("encoding", "utf-8"),
+        )]
+    return files
+
+
+def _formatter(doc: _Doc, template: str, field: str, labels: dict[str, str], label_words: list[str] | None) -> Any:
+    field_key = "label_field" if label_words is not None else "target_field"
+
+    def format_record(record: dict[str, Any]) -> list[Example]:
+        values = {k: ("" if v is None else v) for k, v in record.items()}
+        try:
+            text = template.format_map(values)
+        except KeyError as err:
+            raise _RowError("input_template", f"no field {err} in this row; it has: {', '.join(map(str, record))}") from None
+        if field not in record:
+            raise _RowError(field_key, f"no field {field!r} in this row; it has: {', '.join(map(str, record))}")
+        value = record[field]
+        if label_words is None:
+            answers = [str(a).strip() for a in value] if isinstance(value, list) else [str(value).strip()]
+            answers = [a for a in answers if a]
+            if not answers:
+                raise _RowError(field_key, f"empty target in field {field!r}")
+            return [Example(text, answers[0], answers=answers)]
+        key = _key(value)
+        if key not in labels:
+            raise _RowError("labels", f"label value {key!r} is not in labels ({', '.join(labels)}); "
+                                      "quote YAML keys such as 'yes'/'no'/'on' that YAML reads as booleans")
+        return [choice_example(text, label_words, label_words.index(labels[key]), meta={"label_value": key})]
+
+    return format_record
+
