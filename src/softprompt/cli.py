@@ -142,6 +142,9 @@ def train(
     method: Annotated[str | None, typer.Option(help="prompt-tuning | model-tuning")] = None,
     loss: Annotated[str | None, typer.Option(help="ce (paper) | rank")] = None,
     train_limit: Annotated[int | None, typer.Option(help="Use only N training examples.")] = None,
+    target_sentinel: Annotated[bool | None, typer.Option(
+        "--target-sentinel/--no-target-sentinel",
+        help="Span-corruption T5 checkpoints: targets start with <extra_id_0> (paper §3.2).")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config; flags override it.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this output dir.")] = None,
@@ -160,7 +163,7 @@ def train(
         task=task, task_file=str(task_file) if task_file else None, model=model, prompt_length=prompt_length,
         init=init_strategy, optimizer=optimizer, lr=lr, batch_size=batch_size, grad_accum=grad_accum, steps=steps,
         eval_every=eval_every, eval_limit=eval_limit, patience=patience, seed=seed, method=method, loss=loss,
-        train_limit=train_limit, data_dir=data_dir, out=out,
+        train_limit=train_limit, data_dir=data_dir, out=out, target_sentinel=target_sentinel,
     )
     if resume is not None:
         config = config or resume / "config.yaml"
@@ -170,6 +173,40 @@ def train(
     typer.echo(json.dumps({"best_metric": result.best_metric, "best_step": result.best_step,
                            "steps": result.steps_done, "wall_seconds": result.wall_seconds,
                            "prompt": str(result.prompt_path)}, indent=2))
+
+
+@app.command("lm-adapt")
+def lm_adapt_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="A span-corruption seq2seq checkpoint (T5 1.1 style): local dir or hub id.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the adapted model (save_pretrained + tokenizer).")],
+    text_file: Annotated[Path | None, typer.Option(help="Raw text: one document per line (or blank-line separated paragraphs).")] = None,
+    task: Annotated[str | None, typer.Option(help="Use a built-in task's training inputs as the raw text (e.g. sst2).")] = None,
+    task_file: Annotated[Path | None, typer.Option(help="Use a task file's training inputs as the raw text.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA).")] = None,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 100,
+    batch_size: Annotated[int, typer.Option(help="Texts per step.")] = 8,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-3 Adafactor, 1e-4 AdamW).")] = None,
+    optimizer: Annotated[str, typer.Option(help="adafactor | adamw")] = "adafactor",
+    max_tokens: Annotated[int, typer.Option(help="Tokens per text window (prefix + suffix).")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed for data order and split points.")] = 0,
+) -> None:
+    """LM-adapt a span-corruption seq2seq model: train all weights with the prefix-LM objective (paper §3.2).
+
+    Decoder-only LMs need neither this nor --target-sentinel.
+
+    Example: softprompt lm-adapt --model t5-small-dir --text-file corpus.txt --steps 100 --out adapted/
+    """
+    from softprompt.lm_adapt import LMAdaptError, lm_adapt, read_texts, task_texts
+    from softprompt.models import load_model
+
+    if (text_file is not None) + (task is not None) + (task_file is not None) != 1:
+        raise LMAdaptError("give exactly one source of raw text: --text-file FILE, --task NAME or --task-file FILE")
+    texts = read_texts(text_file) if text_file is not None else task_texts(task, task_file, data_dir)
+    result = lm_adapt(load_model(model, dtype="fp32"), texts, steps=steps, batch_size=batch_size, lr=lr,
+                      out_dir=out, seed=seed, optimizer=optimizer, max_tokens=max_tokens)
+    typer.echo(json.dumps({"out": str(result.out_dir), "steps": result.steps, "texts": result.texts,
+                           "loss_before": round(result.loss_before, 4), "loss_after": round(result.loss_after, 4),
+                           "wall_seconds": result.wall_seconds}, indent=2))
 
 
 @app.command("eval")

@@ -68,6 +68,10 @@ class TrainConfig:
     """Optimizer steps."""
     loss: Loss = Loss.CE
     """ce (paper) or rank (softmax over the label words only)."""
+    target_sentinel: bool = False
+    """For span-corruption seq2seq checkpoints (T5 1.1 style): targets become "<extra_id_0> label" so the
+    model's pretraining output format is kept (the paper's "span corruption + sentinel"). Decoder-only
+    LMs do not need it."""
     eval_every: int = 100
     """Evaluate on the validation split every N steps (0: only at the end)."""
     eval_limit: int | None = 500

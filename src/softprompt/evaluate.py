@@ -64,6 +64,7 @@ def evaluate(
     instruction: str | None = None,
     shots: Sequence[Example] | None = None,
     max_new_tokens: int | None = None,
+    target_prefix: str | None = None,
 ) -> EvalResult:
     """Predict every example and compute the task's metrics.
 
@@ -77,10 +78,14 @@ def evaluate(
         progress: show a progress bar on stderr.
         instruction, shots: prompt design — text and solved examples put before every input.
         max_new_tokens: generate mode; default: longest choice + 2 tokens, or 32 for free text.
+        target_prefix: text before every target, e.g. "<extra_id_0> " (objectives.py); default: the
+            prompt's recorded `target_prefix`, else none.
     """
+    from softprompt.objectives import prompt_target_prefix, strip_sentinels
     from softprompt.scoring import generate, score_choices
 
     mode = Mode(mode) if mode is not None else task.default_mode
+    prefix = prompt_target_prefix(prompt) if target_prefix is None else target_prefix
     examples = list(examples)
     inputs = design_inputs([ex.input_text for ex in examples], instruction, shots or ())
     choices = [ex.choices or task.label_words for ex in examples]
@@ -95,7 +100,8 @@ def evaluate(
             scores = []
             for start in range(0, len(examples), CHUNK_EXAMPLES):
                 end = start + CHUNK_EXAMPLES
-                chunk = score_choices(fm, inputs[start:end], choices[start:end], prompts=prompt, batch_size=batch_size)
+                scored = [[prefix + c for c in opts] for opts in choices[start:end]] if prefix else choices[start:end]
+                chunk = score_choices(fm, inputs[start:end], scored, prompts=prompt, batch_size=batch_size)
                 scores += chunk
                 predictions += [opts[max(range(len(row)), key=row.__getitem__)]
                                 for opts, row in zip(choices[start:end], chunk, strict=True)]
@@ -105,7 +111,7 @@ def evaluate(
             for start in range(0, len(examples), CHUNK_EXAMPLES):
                 out = generate(fm, inputs[start:start + CHUNK_EXAMPLES], prompts=prompt,
                                max_new_tokens=limit, batch_size=batch_size)
-                predictions += [text.strip() for text in out]
+                predictions += [strip_sentinels(text) if prefix else text.strip() for text in out]
                 bar.update(len(out))
             if all(choices):
                 counts["no_label"] = sum(p not in set(c or ()) for p, c in zip(predictions, choices, strict=True))

@@ -25,6 +25,7 @@ from softprompt.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpo
 from softprompt.config import ConfigError, Loss, Method, Optimizer, TrainConfig
 from softprompt.frozen import FrozenModel
 from softprompt.init import make_prompt
+from softprompt.objectives import target_prefix
 from softprompt.prompt import SoftPrompt, atomic_write
 from softprompt.scoring import Encoded, encode_pair, target_logprobs
 
@@ -65,15 +66,17 @@ def cut_input(ids: list[int], limit: int) -> list[int]:
 
 
 def encode_rows(fm: FrozenModel, examples: list[Any], cfg: TrainConfig) -> list[Row]:
-    """Tokenize every training example once (targets end in EOS so generation learns to stop)."""
+    """Tokenize every training example once (targets end in EOS so generation learns to stop; with
+    `target_sentinel` they start with "<extra_id_0> ", see objectives.py)."""
+    prefix = target_prefix(fm, cfg.target_sentinel)
     rows = []
     for ex in examples:
-        gold = encode_pair(fm, ex.input_text, ex.target_text, append_eos=True)
+        gold = encode_pair(fm, ex.input_text, prefix + ex.target_text, append_eos=True)
         gold.input_ids = cut_input(gold.input_ids, cfg.max_input_tokens)
         choices = []
         if cfg.loss is Loss.RANK:
             for choice in ex.choices or []:
-                enc = encode_pair(fm, ex.input_text, choice)
+                enc = encode_pair(fm, ex.input_text, prefix + choice)
                 enc.input_ids = gold.input_ids
                 choices.append(enc)
         rows.append(Row(gold, choices, ex.label))
@@ -158,6 +161,8 @@ def train(
             texts=[ex.input_text for ex in train_examples], seed=cfg.seed, task=task.name,
         )
         prompt.metadata.update(label_words=task.label_words, train_config=cfg.to_dict())
+        if cfg.target_sentinel:  # evaluation scores and generates targets in the trained format
+            prompt.metadata["target_prefix"] = target_prefix(fm)
         named = {"prompt": prompt.embeddings}
     else:
         for param in fm.model.parameters():
@@ -229,7 +234,8 @@ def train(
 
         # 4c. Evaluate, keep the best, stop early when patience runs out.
         if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
-            result = evaluate(fm, task, val_examples, prompt=prompt, batch_size=cfg.eval_batch_size, progress=False)
+            result = evaluate(fm, task, val_examples, prompt=prompt, batch_size=cfg.eval_batch_size, progress=False,
+                              target_prefix=target_prefix(fm, cfg.target_sentinel))
             metric = float(result.metrics[task.main_metric])
             record["eval"] = result.metrics
             if counters["best"] is None or metric > counters["best"]:

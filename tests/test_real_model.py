@@ -1,0 +1,40 @@
+"""End-to-end checks on the real default model (SmolLM2-135M-Instruct), loaded once per run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from softprompt.config import TrainConfig
+from softprompt.evaluate import evaluate
+from softprompt.prompt import SoftPrompt
+from softprompt.scoring import generate
+from softprompt.tasks import get_task
+from softprompt.train import train
+
+DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (DATA / "SST-2" / "dev.tsv").is_file(), reason="../shared/data not present"),
+]
+
+
+def test_short_sst2_training_lowers_loss_and_raises_dev_accuracy(default_model, tmp_path):
+    task = get_task("sst2")
+    dev = task.examples("validation", DATA)[200:328]  # 128 sentences not used for model selection below
+    before = evaluate(default_model, task, dev, prompt=None, batch_size=32, progress=False).metrics["accuracy"]
+    cfg = TrainConfig(task="sst2", prompt_length=20, batch_size=16, steps=40, eval_every=40, eval_limit=64,
+                      lr=0.3, data_dir=str(DATA), out=str(tmp_path / "run"), seed=0)
+    result = train(cfg, fm=default_model, progress=False)
+    log = [json.loads(line) for line in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
+    first, last = sum(r["loss"] for r in log[:5]) / 5, sum(r["loss"] for r in log[-5:]) / 5
+    assert last < first / 2, (first, last)
+    prompt = SoftPrompt.load(result.out_dir / "prompt.safetensors", model=default_model)
+    after = evaluate(default_model, task, dev, prompt=prompt, batch_size=32, progress=False).metrics["accuracy"]
+    assert after > before + 0.05, (before, after)
+    # the trained prompt also works in generate mode: it learned to say the label word and stop
+    words = generate(default_model, [ex.input_text for ex in dev[:16]], prompt, max_new_tokens=4)
+    assert sum(w in ("positive", "negative") for w in words) >= 12, words
