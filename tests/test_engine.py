@@ -1,0 +1,157 @@
+"""Serving engine: cached-prefix scores equal the uncached path; mixed batches equal one task at a time;
+the registry reloads, skips corrupt files and refuses foreign prompts with a reason; generation matches."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from tiny import tiny_causal, tiny_seq2seq
+
+from softprompt.init import make_prompt
+from softprompt.scoring import generate, score_choices
+from softprompt.serve import ClassifyRequest, Engine, EngineError
+
+WORDS = {"sst": ["positive", "negative"], "rte": ["entailment", "not_entailment", "no"]}
+TEXTS = [
+    ("sst", "the movie was great"),
+    ("rte", "premise : a man is walking . hypothesis : someone moves"),
+    ("sst", "a terrible film , boring and far too long"),
+    ("rte", "question : is the sky blue ? passage : the sky is blue on a clear day"),
+    ("sst", "sentence : it is a fine day for a walk in the park\nanswer"),
+    ("rte", "true"),
+]
+# bf16: the cached prefix runs at batch size 1 and the input after it, so matmuls round differently from the
+# one-pass path; on the tiny model summed log-likelihoods differ by up to ~0.03 nats. Tolerance: 0.1 nats.
+BF16_ATOL = 0.1
+
+
+def _engine(fm, batch_size: int = 4) -> tuple[Engine, dict]:
+    engine = Engine(fm, batch_size=batch_size)
+    prompts = {"sst": make_prompt(fm, 5, "random-uniform", seed=1), "rte": make_prompt(fm, 9, "random-uniform", seed=2)}
+    for name, prompt in prompts.items():
+        engine.add(name, prompt, WORDS[name])
+    return engine, prompts
+
+
+def _uncached(fm, prompts, texts) -> list[list[float]]:
+    return score_choices(fm, [t for _, t in texts], [WORDS[k] for k, _ in texts], [prompts[k] for k, _ in texts],
+                         batch_size=3)
+
+
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_cached_scores_equal_uncached_fp32(add_bos):
+    fm = tiny_causal(add_bos=add_bos)
+    engine, prompts = _engine(fm)
+    out = engine.classify(TEXTS + [("sst", "")])  # an empty input: the prefix's own state predicts the word
+    ref = _uncached(fm, prompts, TEXTS + [("sst", "")])
+    for got, want, (task, _) in zip(out, ref, TEXTS + [("sst", "")], strict=True):
+        torch.testing.assert_close(torch.tensor([got.scores[w] for w in WORDS[task]]), torch.tensor(want),
+                                   atol=1e-4, rtol=0)
+        assert got.label == WORDS[task][max(range(len(want)), key=want.__getitem__)]
+        assert abs(sum(got.probs.values()) - 1) < 1e-6
+
+
+def test_cached_scores_equal_uncached_bf16():
+    fm = tiny_causal(dtype=torch.bfloat16)
+    engine, prompts = _engine(fm)
+    got = [[o.scores[w] for w in WORDS[k]] for o, (k, _) in zip(engine.classify(TEXTS), TEXTS, strict=True)]
+    ref = _uncached(fm, prompts, TEXTS)
+    for g, w in zip(got, ref, strict=True):
+        torch.testing.assert_close(torch.tensor(g), torch.tensor(w), atol=BF16_ATOL, rtol=0)
+
+
+def test_mixed_batch_equals_one_task_at_a_time_and_any_batch_size():
+    fm = tiny_causal()
+    engine, _ = _engine(fm, batch_size=8)
+    mixed = engine.classify(TEXTS)
+    for task in WORDS:
+        alone = engine.classify([r for r in TEXTS if r[0] == task])
+        together = [o for o, r in zip(mixed, TEXTS, strict=True) if r[0] == task]
+        for a, b in zip(alone, together, strict=True):
+            assert a.label == b.label
+            for w in a.scores:
+                assert abs(a.scores[w] - b.scores[w]) < 1e-4
+    engine.batch_size = 1  # no padding at all
+    single = engine.classify(TEXTS)
+    assert all(abs(a.scores[w] - b.scores[w]) < 1e-4 for a, b in zip(single, mixed, strict=True) for w in a.scores)
+
+
+def test_per_request_label_words_and_errors():
+    fm = tiny_causal()
+    engine, prompts = _engine(fm)
+    out = engine.classify([ClassifyRequest("sst", "the movie was great", ["yes", "no"])])[0]
+    want = score_choices(fm, ["the movie was great"], [["yes", "no"]], prompts["sst"])[0]
+    assert abs(out.scores["yes"] - want[0]) < 1e-4 and abs(out.scores["no"] - want[1]) < 1e-4
+    with pytest.raises(EngineError, match="unknown task 'nope'.*rte, sst"):
+        engine.classify([("nope", "x")])
+    engine.add("bare", make_prompt(fm, 3, "random-uniform"))  # no label words anywhere
+    with pytest.raises(EngineError, match="no label words"):
+        engine.classify([("bare", "x")])
+
+
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_generation_matches_scoring_generate(add_bos):
+    fm = tiny_causal(add_bos=add_bos)
+    engine, prompts = _engine(fm, batch_size=3)
+    got = engine.generate([(k, t, 7) for k, t in TEXTS])
+    want = generate(fm, [t for _, t in TEXTS], [prompts[k] for k, _ in TEXTS], max_new_tokens=7)
+    assert got == want
+    # Per-request limits: a shorter limit gives a prefix of the longer output's tokens.
+    short = engine.generate([(TEXTS[0][0], TEXTS[0][1], 2), (TEXTS[1][0], TEXTS[1][1], 7)])
+    assert short[1] == want[1]
+    assert short[0] == generate(fm, [TEXTS[0][1]], prompts["sst"], max_new_tokens=2)[0]
+
+
+def test_seq2seq_takes_the_plain_path():
+    fm = tiny_seq2seq()
+    engine, prompts = _engine(fm)
+    out = engine.classify(TEXTS[:3])
+    ref = _uncached(fm, prompts, TEXTS[:3])
+    assert all(abs(o.scores[w] - r[i]) < 1e-4 for o, r, (k, _) in zip(out, ref, TEXTS, strict=False)
+               for i, w in enumerate(WORDS[k]))
+    assert engine.generate([("rte", "true", 3)]) == generate(fm, ["true"], prompts["rte"], max_new_tokens=3)
+
+
+def test_reload_picks_up_new_and_changed_files_and_skips_bad_ones(tmp_path):
+    fm = tiny_causal()
+    make_prompt(fm, 4, "random-uniform", seed=1, labels=["positive", "negative"]).save(tmp_path / "sst.safetensors")
+    engine = Engine(fm, prompts_dir=tmp_path)
+    assert set(engine.tasks) == {"sst"} and engine.tasks["sst"].label_words == ["positive", "negative"]
+    first = engine.classify([("sst", "the movie was great")])[0].scores
+
+    # New file, corrupt file, prompt for another model.
+    make_prompt(fm, 6, "random-uniform", seed=2, labels=["yes", "no"]).save(tmp_path / "rte.safetensors")
+    (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
+    make_prompt(tiny_causal(seed=7), 4, "random-uniform").save(tmp_path / "foreign.safetensors")
+    report = engine.reload()
+    assert report.loaded == ["rte"] and set(engine.tasks) == {"sst", "rte"}
+    assert "not a readable safetensors" in report.skipped["broken.safetensors"]
+    assert "fingerprint" in report.skipped["foreign.safetensors"]
+    assert set(engine.skipped) == {"broken.safetensors", "foreign.safetensors"}
+    assert engine.reload().loaded == []  # unchanged files are not read again
+
+    # A changed file (new size/mtime) is reloaded; its scores change.
+    path = tmp_path / "sst.safetensors"
+    make_prompt(fm, 8, "random-uniform", seed=3, labels=["positive", "negative"]).save(path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert engine.reload().loaded == ["sst"] and engine.tasks["sst"].prompt.length == 8
+    assert engine.classify([("sst", "the movie was great")])[0].scores != first
+
+    # Deleting files removes their tasks and their skip reasons.
+    (tmp_path / "rte.safetensors").unlink()
+    (tmp_path / "broken.safetensors").unlink()
+    report = engine.reload()
+    assert report.removed == ["rte"] and set(engine.tasks) == {"sst"} and "broken.safetensors" not in engine.skipped
+
+
+def test_split_by_length_covers_every_request_once_within_the_batch_limit():
+    from softprompt.serve.layout import split_by_length
+
+    lengths = [10, 256, 12, 23, 150, 26, 41, 256, 45, 49]
+    groups = split_by_length(lengths, max_batch=4)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert all(1 <= len(g) <= 4 for g in groups)
+    assert {1, 7} in [set(g) for g in groups]  # the two long inputs share a forward, apart from the short ones
+    assert split_by_length([5, 5, 5], max_batch=8) == [[0, 1, 2]]
