@@ -112,3 +112,11 @@ def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path):
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     steps = [json.loads(line)["step"] for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 11))  # the step logged after the checkpoint was redone, not duplicated
+
+
+@needs_data
+def test_time_budget_stops_after_evaluating_and_checkpointing(tmp_path):
+    result = train(config(tmp_path, steps=50, eval_every=10, max_minutes=0.0), fm=tiny_causal(), progress=False)
+    assert result.steps_done == 1 and result.best_step == 1  # evaluated at the stop, not lost
+    assert (result.out_dir / "checkpoint.safetensors").is_file() and (result.out_dir / "prompt.safetensors").is_file()
+    assert json.loads((result.out_dir / "summary.json").read_text())["stopped_early"] is True

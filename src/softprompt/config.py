@@ -82,6 +82,8 @@ class TrainConfig:
     """Stop after this many evaluations without improvement (None: never)."""
     checkpoint_every: int | None = None
     """Save a resumable checkpoint every N steps (default: at every evaluation)."""
+    max_minutes: float | None = None
+    """Stop after this much wall time (the last prompt is evaluated and checkpointed first)."""
     train_limit: int | None = None
     """Use only the first N training examples (after a seeded shuffle)."""
     max_input_tokens: int = 256

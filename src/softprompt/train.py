@@ -123,7 +123,7 @@ def train(
 ) -> TrainResult:
     """Run one training job described by `cfg`; files go to `cfg.out` (see TrainConfig.out)."""
     from softprompt.evaluate import evaluate
-    from softprompt.models import configure_threads, load_model
+    from softprompt.models import configure_threads, load_model, physical_cores
     from softprompt.tasks import get_task, load_task_file
 
     started = time.time()
@@ -131,7 +131,9 @@ def train(
     out = Path(cfg.out)
     if cfg.batch_size % (world * cfg.grad_accum):
         raise ConfigError(f"batch_size {cfg.batch_size} must split evenly over {world} ranks × {cfg.grad_accum} micro-batches")
-    configure_threads(cfg.threads)
+    # Ranks on one machine share its cores: give each its share, not all of them (oversubscription thrashes).
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    configure_threads(cfg.threads or (max(1, physical_cores() // local_ranks) if local_ranks > 1 else None))
     torch.manual_seed(cfg.seed)
 
     # 1. Model, task, data. Model tuning needs fp32 master weights (bf16 would drop small updates).
@@ -232,8 +234,9 @@ def train(
         record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": cfg.learning_rate,
                                   "examples_per_s": len(batch) / max(time.time() - tick, 1e-9)}
 
-        # 4c. Evaluate, keep the best, stop early when patience runs out.
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+        # 4c. Evaluate, keep the best, stop early when patience or the time budget runs out.
+        out_of_time = cfg.max_minutes is not None and time.time() - started > cfg.max_minutes * 60
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps or out_of_time:
             result = evaluate(fm, task, val_examples, prompt=prompt, batch_size=cfg.eval_batch_size, progress=False,
                               target_prefix=target_prefix(fm, cfg.target_sentinel))
             metric = float(result.metrics[task.main_metric])
@@ -247,7 +250,7 @@ def train(
             stopped_early = cfg.patience is not None and counters["bad_evals"] >= cfg.patience
         if rank == 0:
             _append_log(out / "metrics.jsonl", record)
-            if step % checkpoint_every == 0 or step == cfg.steps or stopped_early:
+            if step % checkpoint_every == 0 or step == cfg.steps or stopped_early or out_of_time:
                 save_checkpoint(checkpoint, named, optimizer, counters)
                 _save_trained(fm, prompt, out, "last", {"step": step})
         bar.update(1)
@@ -255,7 +258,8 @@ def train(
                         best=counters["best"] if counters["best"] is None else f"{counters['best']:.4f}")
         if kill_at and step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
-        if stopped_early:
+        if stopped_early or out_of_time:
+            stopped_early = True
             break
     bar.close()
 
@@ -269,6 +273,8 @@ def train(
     }
     if rank == 0:
         atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    if world > 1:
+        dist.destroy_process_group()
     return TrainResult(counters["best"], counters["best_step"], counters["step"], summary["wall_seconds"],
                        best_path, out)
 
