@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Benchmark data lives beside the checkout; never copied into the repo.
 export SOFTPROMPT_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test test-fast lint bench-train bench-serve clean
+.PHONY: setup demo test test-fast lint bench-train bench-serve bench-load clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,21 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+
+# softprompt vs PEFT prompt tuning, one training step + accuracy after equal steps (~20 min on 2 idle cores);
+# writes benchmarks/results/train_vs_peft.json. `--quick` for a smoke run.
+bench-train: setup
+	$(BIN)/python benchmarks/train_vs_peft.py
+
+# Mixed-task serving (cached prompt KV) vs PEFT adapter switching vs our uncached path, P sweep, K=5 ensemble;
+# writes benchmarks/results/serve_vs_peft.json. `$(BIN)/python benchmarks/serve_vs_peft.py --quick` for a smoke run.
+bench-serve: setup
+	$(BIN)/python benchmarks/serve_vs_peft.py
+
+# A real `softprompt serve` under 16 concurrent clients (500 mixed-task requests) plus a fuzz phase;
+# writes benchmarks/results/load_test.json.
+bench-load: setup
+	$(BIN)/python benchmarks/load_test.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -142,6 +142,7 @@ def train(
     method: Annotated[str | None, typer.Option(help="prompt-tuning | model-tuning")] = None,
     loss: Annotated[str | None, typer.Option(help="ce (paper) | rank")] = None,
     train_limit: Annotated[int | None, typer.Option(help="Use only N training examples.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop after this much wall time (evaluates first).")] = None,
     target_sentinel: Annotated[bool | None, typer.Option(
         "--target-sentinel/--no-target-sentinel",
         help="Span-corruption T5 checkpoints: targets start with <extra_id_0> (paper §3.2).")] = None,
@@ -163,7 +164,7 @@ def train(
         task=task, task_file=str(task_file) if task_file else None, model=model, prompt_length=prompt_length,
         init=init_strategy, optimizer=optimizer, lr=lr, batch_size=batch_size, grad_accum=grad_accum, steps=steps,
         eval_every=eval_every, eval_limit=eval_limit, patience=patience, seed=seed, method=method, loss=loss,
-        train_limit=train_limit, data_dir=data_dir, out=out, target_sentinel=target_sentinel,
+        train_limit=train_limit, max_minutes=max_minutes, data_dir=data_dir, out=out, target_sentinel=target_sentinel,
     )
     if resume is not None:
         config = config or resume / "config.yaml"
@@ -213,7 +214,7 @@ def lm_adapt_command(
 def eval_command(
     task: Annotated[str | None, typer.Option(help="Built-in task: sst2, rte, boolq, squad, ...")] = None,
     task_file: Annotated[Path | None, typer.Option(help="User task YAML file (see README: task files).")] = None,
-    prompt: Annotated[list[Path] | None, typer.Option("--prompt", help="Soft prompt file; repeat to compare several.")] = None,
+    prompt: Annotated[list[Path] | None, typer.Option("--prompt", help="Soft prompt file; repeat for an ensemble (one batched pass; every member reported too).")] = None,
     no_prompt: Annotated[bool, typer.Option("--no-prompt", help="Zero-shot: the frozen model alone.")] = False,
     instruction: Annotated[str | None, typer.Option(help="Prompt design: instruction text put before every input.")] = None,
     shots: Annotated[int, typer.Option(help="Prompt design: k solved training examples before every input.")] = 0,
@@ -237,6 +238,8 @@ def eval_command(
 
       softprompt eval --task rte --prompt runs/rte/prompt.safetensors --predictions rte-val.jsonl
 
+      softprompt eval --task rte --prompt runs/ens/member-0/prompt.safetensors --prompt runs/ens/member-1/prompt.safetensors
+
       softprompt eval --task-file examples/ticket_topic.yaml --no-prompt --mode generate
     """
     from softprompt.baselines import draw_shots
@@ -255,6 +258,14 @@ def eval_command(
     from softprompt.prompt import SoftPrompt
 
     fm = load_model(model)
+    if prompt and len(prompt) > 1 and not instruction and not shots:
+        # Several prompts: an ensemble, all members in one batched pass (every member is reported too).
+        from softprompt.ensemble import evaluate_ensemble, format_ensemble
+
+        report = {**evaluate_ensemble(fm, chosen, examples, prompt, batch_size, mode=mode, predictions=predictions),
+                  "split": split}
+        typer.echo(json.dumps(report, indent=2) if as_json else format_ensemble(report))
+        return
     results = []
     for path in prompt or [None]:
         soft = SoftPrompt.load(path, model=fm) if path is not None else None
@@ -272,6 +283,122 @@ def eval_command(
             typer.echo(f"{chosen.name} [{split}, {result.mode.value}, prompt={summary['prompt']}] {shown} ({counted})")
     if as_json:
         _echo_json(results[0] if len(results) == 1 else results)
+
+
+@app.command()
+def neighbors(
+    prompt: Annotated[Path, typer.Argument(help="A softprompt .safetensors file.")],
+    k: Annotated[int, typer.Option("--k", help="Nearest tokens per prompt position.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    model: ModelOpt = "default",
+) -> None:
+    """List each prompt vector's k nearest vocabulary tokens (cosine), and which label words appear.
+
+    Example: softprompt neighbors runs/sst2/prompt.safetensors --k 5
+    """
+    from softprompt.interpret import format_report, neighbors_report
+    from softprompt.models import load_model
+    from softprompt.prompt import SoftPrompt
+
+    fm = load_model(model)
+    report = neighbors_report(fm, SoftPrompt.load(prompt, model=fm), k=k)
+    if as_json:
+        _echo_json(report)
+    else:
+        typer.echo(format_report(report))
+
+
+@app.command()
+def ensemble(
+    task: Annotated[str | None, typer.Option(help="Built-in task (sst2, rte, boolq, ...).")] = None,
+    task_file: Annotated[Path | None, typer.Option(help="User task YAML file.")] = None,
+    k: Annotated[int, typer.Option("--k", help="Number of prompts (paper: 5).")] = 5,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output dir: member-0/ ... member-{k-1}/, ensemble.json.")] = Path("runs/ensemble"),
+    inits: Annotated[str | None, typer.Option(help="Comma-separated init per member (default: --init for all).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Base model (default: SmolLM2-135M).")] = None,
+    prompt_length: Annotated[int | None, typer.Option("--prompt-length", "-p", help="P (paper: 100).")] = None,
+    init_strategy: Annotated[str | None, typer.Option("--init", help="class-labels (paper) | sampled-vocab | random-uniform")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (paper: 0.3 with Adafactor).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per step (paper: 32).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps per member.")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps.")] = None,
+    eval_limit: Annotated[int | None, typer.Option(help="Validation examples per evaluation.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of member 0; member i uses seed + i.")] = None,
+    train_limit: Annotated[int | None, typer.Option(help="Use only N training examples.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop after this much wall time (evaluates first).")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config; flags override it.")] = None,
+) -> None:
+    """Train K prompts (seeds seed..seed+K-1), then evaluate them and their ensembles in one pass.
+
+    Example: softprompt ensemble --task rte --k 5 --steps 300 --prompt-length 20 --out runs/rte-ens
+
+    Evaluate again later: softprompt eval --task rte --prompt runs/rte-ens/member-0/prompt.safetensors --prompt ...
+    """
+    from softprompt.config import TrainConfig
+    from softprompt.ensemble import evaluate_ensemble, format_ensemble, train_ensemble
+    from softprompt.models import load_model
+    from softprompt.tasks import resolve_task
+
+    flags = dict(task=task, task_file=str(task_file) if task_file else None, model=model, prompt_length=prompt_length,
+                 init=init_strategy, lr=lr, batch_size=batch_size, steps=steps, eval_every=eval_every,
+                 eval_limit=eval_limit, seed=seed, train_limit=train_limit, data_dir=data_dir, out=str(out))
+    cfg = TrainConfig.from_sources(config, **flags)
+    init_list = [s.strip() for s in inits.split(",")] if inits else None
+    fm = load_model(cfg.model)
+    paths = train_ensemble(cfg, k, out, inits=init_list, fm=fm)
+    chosen = resolve_task(cfg.task, cfg.task_file)
+    examples = chosen.examples("validation", cfg.data_dir, limit=cfg.eval_limit)
+    report = {**evaluate_ensemble(fm, chosen, examples, paths, cfg.eval_batch_size), "split": "validation"}
+    (out / "ensemble_eval.json").write_text(json.dumps(report, indent=2))
+    typer.echo(format_ensemble(report))
+
+
+@app.command()
+def serve(
+    prompts: Annotated[Path, typer.Option("--prompts", help="Directory of NAME.safetensors prompt files (task = NAME); publish new ones by write-then-rename.")],
+    model: ModelOpt = "default",
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback by default; there is no authentication).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 16,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.")] = 10.0,
+    max_input_tokens: Annotated[int, typer.Option(help="Tokens per input; longer inputs get 422.")] = 512,
+    max_inputs: Annotated[int, typer.Option(help="Inputs per /v1/classify request.")] = 64,
+    max_body_bytes: Annotated[int, typer.Option(help="Request body size; larger gets 413.")] = 1_000_000,
+    max_new_tokens: Annotated[int, typer.Option(help="Upper bound and default for /v1/generate.")] = 64,
+    queue_timeout_s: Annotated[float, typer.Option(help="Requests not started by then get 503.")] = 30.0,
+    reload_interval_s: Annotated[float, typer.Option(help="Rescan --prompts this often (0: only on GET /v1/tasks).")] = 2.0,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+) -> None:
+    """Serve every prompt in a directory over HTTP, on one frozen model (docs at /docs).
+
+    Example: softprompt serve --prompts prompts/ --port 8000
+
+      curl -s localhost:8000/v1/classify -H 'content-type: application/json' -d '{"task": "sst2", "inputs": ["a gem ."]}'
+    """
+    from softprompt.serve.app import ServeSettings
+    from softprompt.serve.app import serve as run
+
+    run(model, prompts, host, port, ServeSettings(
+        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_input_tokens=max_input_tokens,
+        max_inputs=max_inputs, max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens,
+        queue_timeout_s=queue_timeout_s, reload_interval_s=reload_interval_s), log_level=log_level)
+
+
+@app.command("export-vllm")
+def export_vllm_command(
+    prompt: Annotated[Path, typer.Argument(help="A softprompt .safetensors file (decoder-only model).")],
+    out: Annotated[Path, typer.Argument(help="File to write (.safetensors); a .json sidecar goes next to it.")],
+    dtype: Annotated[str, typer.Option(help="The dtype vLLM runs the model in: bfloat16 | float16 | float32.")] = "bfloat16",
+) -> None:
+    """Write a prompt as vLLM `prompt_embeds` rows [P, H] (+ JSON sidecar); see softprompt/export_vllm.py.
+
+    Example: softprompt export-vllm runs/sst2/prompt.safetensors sst2.vllm.safetensors --dtype bfloat16
+    """
+    from softprompt.export_vllm import export_vllm, sidecar_path
+
+    written = export_vllm(prompt, out, dtype=dtype)
+    typer.echo(f"wrote {written} and {sidecar_path(written)} (prompt_embeds rows, {dtype})")
 
 
 def main() -> None:

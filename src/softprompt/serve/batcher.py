@@ -1,0 +1,258 @@
+"""Micro-batching: gather concurrent requests (any mix of tasks) into one engine call on one worker thread.
+
+    HTTP handlers ──submit(job)──▶ pending deque ──▶ batch loop (event loop) ──run_in_executor──▶ worker thread
+         ▲                                              │ waits ≤ max_wait_ms after the                │ engine.classify
+         └──────────── future.set_result ◀──────────────┘ oldest job, or until max_batch_size ◀───────┘ engine.generate
+
+- The event loop never runs the model: only the single worker thread does, so handlers stay responsive
+  (health checks, 4xx answers) while a batch runs.
+- Everything that touches the engine runs on that same thread (batches, `call(engine.reload)`), so a reload
+  can never swap prompts in the middle of a batch, and the tokenizer is never used from two threads.
+- The wait is measured from the *oldest* queued job: under load, jobs that arrived while the previous batch
+  ran go out at once; an idle server adds at most `max_wait_ms` to a lone request.
+- A batch holds up to `max_batch_size` examples (one classify request with N inputs counts N); a job is
+  never split, so a single request larger than that forms a batch of its own (the engine chunks it).
+- A job not started within `queue_timeout_s` fails with `QueueTimeout` (the app answers 503); more than
+  `max_queued` examples waiting fail new jobs at once with `QueueFull` (also 503): back-pressure, not OOM.
+- One bad job never fails its neighbours: when a mixed engine call raises, its jobs are retried one by one
+  and only the culprit gets the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from softprompt.serve.engine import ClassifyRequest, Engine, GenerateRequest
+
+log = logging.getLogger("softprompt.serve")
+
+Kind = Literal["classify", "generate"]
+
+
+class QueueTimeout(Exception):
+    """The job waited longer than `queue_timeout_s` before a worker took it."""
+
+
+class QueueFull(Exception):
+    """Too many examples are already waiting."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One HTTP request's work: its examples, and the future its handler awaits."""
+
+    kind: Kind
+    items: list[Any]  # ClassifyRequest | GenerateRequest
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+    started: bool = False
+    abandoned: bool = False  # the handler gave up (timeout, client gone): skip it
+
+
+@dataclass
+class BatchStats:
+    """Counters for /healthz: batches run, examples run, the largest batch seen."""
+
+    batches: int = 0
+    examples: int = 0
+    largest: int = 0
+
+
+class Batcher:
+    """Run engine work in mixed-task micro-batches on one worker thread.
+
+    Args:
+        engine: the engine; only the worker thread touches it.
+        max_batch_size: examples per engine call (jobs are whole: one large job may exceed it alone).
+        max_wait_ms: how long the oldest queued job may wait for company.
+        queue_timeout_s: a job not started by then fails with QueueTimeout.
+        max_queued: examples allowed to wait; beyond it, submit raises QueueFull at once.
+        check: called on the worker thread for every job before its batch runs (e.g. token limits,
+            unknown tasks); an exception it raises becomes that job's error only.
+    """
+
+    def __init__(
+        self, engine: Engine, *, max_batch_size: int = 16, max_wait_ms: float = 10.0, queue_timeout_s: float = 30.0,
+        max_queued: int = 4096, check: Callable[[Job], None] | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_wait_ms < 0 or queue_timeout_s <= 0 or max_queued < 1:
+            raise ValueError(f"bad batcher settings: max_batch_size={max_batch_size}, max_wait_ms={max_wait_ms}, "
+                             f"queue_timeout_s={queue_timeout_s}, max_queued={max_queued}")
+        self.engine = engine
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000
+        self.queue_timeout_s = queue_timeout_s
+        self.max_queued = max_queued
+        self.check = check
+        self.stats = BatchStats()
+        self._pending: deque[Job] = deque()
+        self._queued = 0  # examples in _pending
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="softprompt-engine")
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the batch loop on the running event loop."""
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="softprompt-batcher")
+
+    async def stop(self) -> None:
+        """Stop taking batches, fail what is still queued, let the running batch finish."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        while self._pending:
+            job = self._pending.popleft()
+            if not job.future.done():
+                job.future.set_exception(QueueTimeout("server is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def queued(self) -> int:
+        """Examples waiting for the worker."""
+        return self._queued
+
+    # ------------------------------------------------------------------------------------------ submitting
+
+    async def classify(self, requests: list[ClassifyRequest]) -> list:
+        """Classifications for `requests`, in order (run in some micro-batch)."""
+        return await self._submit("classify", requests)
+
+    async def generate(self, requests: list[GenerateRequest]) -> list[str]:
+        """Generated texts for `requests`, in order."""
+        return await self._submit("generate", requests)
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` on the worker thread, between batches (e.g. `engine.reload`)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _submit(self, kind: Kind, items: list) -> list:
+        if self._wakeup is None or not self.alive:
+            raise RuntimeError("batcher is not running")
+        if self._queued + len(items) > self.max_queued:
+            raise QueueFull(f"{self._queued} examples are already queued (max_queued={self.max_queued}); retry later")
+        job = Job(kind, list(items), asyncio.get_running_loop().create_future())
+        self._pending.append(job)
+        self._queued += len(job.items)
+        self._wakeup.set()
+        try:
+            done, _ = await asyncio.wait({job.future}, timeout=self.queue_timeout_s)
+            if not done and not job.started:
+                self._abandon(job)
+                raise QueueTimeout(f"request waited more than queue_timeout_s={self.queue_timeout_s:g} s in the queue")
+            return await job.future  # started: it finishes with its batch
+        except asyncio.CancelledError:  # client went away
+            self._abandon(job)
+            raise
+
+    def _abandon(self, job: Job) -> None:
+        job.abandoned = True
+        if job in self._pending:
+            self._pending.remove(job)
+            self._queued -= len(job.items)
+
+    # ------------------------------------------------------------------------------------------ the loop
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._next_batch()
+            if not jobs:
+                continue
+            for job in jobs:
+                job.started = True
+            try:
+                results = await loop.run_in_executor(self._executor, self._run, jobs)
+            except Exception as err:  # noqa: BLE001 — never let the loop die; the jobs get the error
+                log.exception("batch failed")
+                results = [err] * len(jobs)
+            for job, result in zip(jobs, results, strict=True):
+                if job.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    job.future.set_exception(result)
+                else:
+                    job.future.set_result(result)
+
+    async def _next_batch(self) -> list[Job]:
+        assert self._wakeup is not None
+        while not self._pending:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        deadline = self._pending[0].enqueued + self.max_wait_s
+        while self._queued < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), left)
+            except TimeoutError:
+                break
+            if not self._pending:  # everything queued was abandoned meanwhile
+                return []
+        now, jobs, size = time.monotonic(), [], 0
+        while self._pending:
+            job = self._pending[0]
+            if jobs and size + len(job.items) > self.max_batch_size:
+                break
+            self._pending.popleft()
+            self._queued -= len(job.items)
+            if job.abandoned or job.future.done():
+                continue
+            if now - job.enqueued > self.queue_timeout_s:
+                job.future.set_exception(QueueTimeout(
+                    f"request waited more than queue_timeout_s={self.queue_timeout_s:g} s in the queue"))
+                continue
+            jobs.append(job)
+            size += len(job.items)
+        return jobs
+
+    # ------------------------------------------------------------------------------------------ worker thread
+
+    def _run(self, jobs: list[Job]) -> list[Any]:
+        """On the worker thread: check each job, then one engine call per kind over all good jobs."""
+        results: list[Any] = [None] * len(jobs)
+        good: dict[Kind, list[int]] = {"classify": [], "generate": []}
+        for i, job in enumerate(jobs):
+            try:
+                if self.check is not None:
+                    self.check(job)
+                good[job.kind].append(i)
+            except Exception as err:  # noqa: BLE001 — the job's own error, answered as 4xx by the app
+                results[i] = err
+        for kind, idx in good.items():
+            if not idx:
+                continue
+            run = self.engine.classify if kind == "classify" else self.engine.generate
+            try:
+                outputs = run([item for i in idx for item in jobs[i].items])
+            except Exception:  # noqa: BLE001 — find the culprit: one job at a time
+                for i in idx:
+                    try:
+                        results[i] = run(jobs[i].items)
+                    except Exception as err:  # noqa: BLE001
+                        results[i] = err
+                continue
+            start = 0
+            for i in idx:
+                results[i] = outputs[start: start + len(jobs[i].items)]
+                start += len(jobs[i].items)
+        size = sum(len(j.items) for j in jobs)
+        self.stats.batches += 1
+        self.stats.examples += size
+        self.stats.largest = max(self.stats.largest, size)
+        return results
