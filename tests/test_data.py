@@ -61,8 +61,8 @@ def test_hub_fallback_maps_rows_to_the_same_examples(tmp_path, monkeypatch):
     monkeypatch.delenv(data.NO_HUB_ENV)
     monkeypatch.setattr(data, "_hub_rows", lambda hub, split: data.rows_from_hub(rows, hub))
     examples = get_task("rte").examples("validation", tmp_path)
-    assert [e.input_text for e in examples] == ["premise: A man walks. hypothesis: Someone moves.",
-                                                "premise: It rains. hypothesis: It is dry."]
+    assert [e.input_text for e in examples] == ["premise: A man walks. hypothesis: Someone moves.\nanswer:",
+                                                "premise: It rains. hypothesis: It is dry.\nanswer:"]
     assert [e.target_text for e in examples] == ["entailment", "not_entailment"]
     assert [e.label for e in examples] == [0, 1]
 

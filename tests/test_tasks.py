@@ -17,6 +17,7 @@ from softprompt.tasks import (
     get_task,
     load_task_file,
 )
+from softprompt.tasks.base import ANSWER_CUE
 from softprompt.tasks.qa import is_train_passage
 
 DATA = resolve_data_dir()
@@ -70,7 +71,8 @@ def test_every_task_formats_real_rows(name):
         examples = task.examples(split, DATA, limit=20)
         assert len(examples) == 20
         for ex in examples:
-            assert ex.input_text and not ex.input_text[-1].isspace() and "\n" not in ex.input_text
+            body = ex.input_text.removesuffix(ANSWER_CUE)
+            assert ex.input_text.endswith(ANSWER_CUE) and body and not body[-1].isspace() and "\n" not in body
             assert ex.target_text
             if task.default_mode is Mode.RANK:
                 assert ex.choices and ex.choices[ex.label] == ex.target_text
@@ -88,7 +90,7 @@ def test_every_task_formats_real_rows(name):
 def test_known_rows(key, expected):
     name, split, index = key
     ex = get_task(name).examples(split, DATA, limit=index + 1)[index]
-    assert (ex.input_text, ex.target_text) == expected
+    assert (ex.input_text, ex.target_text) == (expected[0] + ANSWER_CUE, expected[1])
 
 
 @needs_data
@@ -104,7 +106,7 @@ def test_multirc_groups_are_questions():
     first = [e for e in examples if e.group == "0-0"]
     assert [e.target_text for e in first] == ["False", "True", "True", "False"]
     assert first[1].input_text.endswith("question: Would the mass of a baseball affect how much force you have to "
-                                        "use to pick it up? answer: Yes")
+                                        "use to pick it up? answer: Yes" + ANSWER_CUE)
 
 
 @needs_data
@@ -139,7 +141,7 @@ def test_sentiment_jsonl_quoting_is_undone():
     examples = get_task("mr").examples("train", DATA)
     texts = [e.input_text for e in examples]
     assert ('sentence: " analyze that " is one of those crass , contrived sequels that not only fails on its own , '
-            "but makes you second-guess your affection for the original .") in texts
+            "but makes you second-guess your affection for the original ." + ANSWER_CUE) in texts
     assert not any('""' in t for t in texts)
 
 

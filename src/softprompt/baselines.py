@@ -27,10 +27,10 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from softprompt.tasks.base import Example, Task, TaskError
+from softprompt.tasks.base import ANSWER_CUE, Example, Task, TaskError
 
 SEPARATOR = "\n\n"
-CUE = "\nanswer:"
+CUE = ANSWER_CUE
 
 
 def draw_shots(task: Task, k: int, seed: int = 0, data_dir: str | Path | None = None,
@@ -47,7 +47,7 @@ def draw_shots(task: Task, k: int, seed: int = 0, data_dir: str | Path | None = 
 def design_prefix(instruction: str | None = None, shots: Sequence[Example] = (), cue: str = CUE) -> str:
     """The text put before every input: instruction, then each shot as "input<cue> target", blank-line separated."""
     parts = [instruction.strip()] if instruction and instruction.strip() else []
-    parts += [f"{ex.input_text}{cue} {ex.target_text}" for ex in shots]
+    parts += [f"{with_cue(ex.input_text, cue)} {ex.target_text}" for ex in shots]
     return SEPARATOR.join(parts) + SEPARATOR if parts else ""
 
 
@@ -58,4 +58,9 @@ def design_inputs(
     prefix = design_prefix(instruction, shots, cue)
     if not prefix:
         return list(inputs)
-    return [prefix + text + cue for text in inputs]
+    return [prefix + with_cue(text, cue) for text in inputs]
+
+
+def with_cue(text: str, cue: str) -> str:
+    """Built-in tasks' inputs already end in the answer cue; add it only where it is missing."""
+    return text if text.endswith(cue) else text + cue

@@ -57,6 +57,7 @@ class Example:
 
 
 Formatter = Callable[[dict[str, Any]], list[Example]]
+ANSWER_CUE = "\nanswer:"
 
 
 @dataclass
@@ -76,6 +77,10 @@ class Task:
         positive: the label word counted as positive by binary F1.
         flags: constant entries added to every metrics dict (ReCoRD: `sample_only`).
         notes: one paragraph for `--help` and the README: where the splits come from.
+        answer_cue: text ending every input, right before the target. The paper's T5 formats need none,
+            but a decoder-only LM reads "sentence: … positive" as prose: on SmolLM2-135M, SST-2 with the
+            plain format scored 48% zero-shot and 64% after 40 prompt-tuning steps, with "\nanswer:" 73% and
+            79% (300 dev sentences, P=100, batch 32). It is format, not a task-name prefix.
     """
 
     name: str
@@ -89,6 +94,7 @@ class Task:
     positive: str | None = None
     flags: dict[str, float] = field(default_factory=dict)
     notes: str = ""
+    answer_cue: str = ANSWER_CUE
 
     @property
     def splits(self) -> list[str]:
@@ -101,7 +107,9 @@ class Task:
             raise TaskError(f"task {self.name!r} has no split {split!r}; it has: {', '.join(self.files)}")
         out: list[Example] = []
         for record in load_records(self.name, split, self.files[split], data_dir, self.hub):
-            out.extend(self.formatter(record))
+            for example in self.formatter(record):
+                example.input_text += self.answer_cue
+                out.append(example)
             if limit is not None and len(out) >= limit:
                 return out[:limit]
         return out
