@@ -78,9 +78,10 @@ class Task:
         flags: constant entries added to every metrics dict (ReCoRD: `sample_only`).
         notes: one paragraph for `--help` and the README: where the splits come from.
         answer_cue: text ending every input, right before the target. The paper's T5 formats need none,
-            but a decoder-only LM reads "sentence: … positive" as prose: on SmolLM2-135M, SST-2 with the
-            plain format scored 48% zero-shot and 64% after 40 prompt-tuning steps, with "\nanswer:" 73% and
-            79% (300 dev sentences, P=100, batch 32). It is format, not a task-name prefix.
+            but a decoder-only LM reads "sentence: … positive" as prose. On SmolLM2-135M, SST-2, the paper's
+            recipe (P=100, batch 32, Adafactor 0.3), dev accuracy (first 500) after 100 steps: 0.726 plain,
+            0.830 with "\nanswer:". It is format, not a task-name prefix (zero-shot stays near chance either way;
+            a task-specific cue such as "\nsentiment:" lifts zero-shot to 0.73, but one cue serves every task).
     """
 
     name: str
