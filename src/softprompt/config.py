@@ -8,24 +8,24 @@ early stopping on the validation metric.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 
-class Method(str, Enum):
+class Method(StrEnum):
     PROMPT_TUNING = "prompt-tuning"
     MODEL_TUNING = "model-tuning"
 
 
-class Optimizer(str, Enum):
+class Optimizer(StrEnum):
     ADAFACTOR = "adafactor"
     ADAMW = "adamw"
 
 
-class Loss(str, Enum):
+class Loss(StrEnum):
     CE = "ce"  # the paper: cross-entropy on the target text, teacher forcing
     RANK = "rank"  # softmax over the label words only (classification tasks)
 

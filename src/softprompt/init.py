@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from softprompt.prompt import SoftPrompt
 TOP_N_VOCAB = 5000  # the paper samples from the 5,000 most common tokens
 
 
-class InitStrategy(str, Enum):
+class InitStrategy(StrEnum):
     RANDOM_UNIFORM = "random-uniform"
     SAMPLED_VOCAB = "sampled-vocab"
     CLASS_LABELS = "class-labels"
