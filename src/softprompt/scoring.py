@@ -252,13 +252,14 @@ def generate(
     return out
 
 
-def _stopped(fm: FrozenModel, tokens: list[int], stop_at_newline: bool) -> bool:
+def generation_stopped(fm: FrozenModel, tokens: list[int], stop_at_newline: bool) -> bool:
+    """Greedy decoding ends at EOS, or once the decoded text holds a newline (shared with the engine)."""
     if tokens and tokens[-1] == fm.tokenizer.eos_token_id:
         return True
     return stop_at_newline and "\n" in fm.tokenizer.decode(tokens, skip_special_tokens=True)
 
 
-def _trim(fm: FrozenModel, tokens: list[int]) -> list[int]:
+def trim_at_eos(fm: FrozenModel, tokens: list[int]) -> list[int]:
     """Cut at EOS; the decoded text is cut at the first newline by the caller's strip/split."""
     if fm.tokenizer.eos_token_id in tokens:
         tokens = tokens[: tokens.index(fm.tokenizer.eos_token_id)]
@@ -283,7 +284,7 @@ def _generate_causal(
         for b, tok in enumerate(next_ids.tolist()):
             if not done[b]:
                 generated[b].append(tok)
-                done[b] = _stopped(fm, generated[b], stop_nl)
+                done[b] = generation_stopped(fm, generated[b], stop_nl)
         if all(done):
             break
         attention = torch.cat([attention, attention.new_ones(len(ids), 1)], dim=1)
@@ -292,7 +293,7 @@ def _generate_causal(
             input_ids=next_ids.unsqueeze(1), attention_mask=attention, position_ids=positions,
             cache=out.cache, use_cache=True, logits_to_keep=1,
         )
-    return [_trim(fm, g) for g in generated]
+    return [trim_at_eos(fm, g) for g in generated]
 
 
 def _generate_seq2seq(
@@ -305,4 +306,4 @@ def _generate_seq2seq(
         inputs_embeds=att.inputs_embeds, attention_mask=att.attention_mask, max_new_tokens=max_new,
         do_sample=False, num_beams=1,
     )
-    return [_trim(fm, [t for t in row.tolist() if t != fm.tokenizer.pad_token_id]) for row in seqs]
+    return [trim_at_eos(fm, [t for t in row.tolist() if t != fm.tokenizer.pad_token_id]) for row in seqs]

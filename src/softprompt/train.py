@@ -123,7 +123,7 @@ def train(
 ) -> TrainResult:
     """Run one training job described by `cfg`; files go to `cfg.out` (see TrainConfig.out)."""
     from softprompt.evaluate import evaluate
-    from softprompt.models import configure_threads, load_model, physical_cores
+    from softprompt.models import configure_threads, cpu_supports_bf16, load_model, physical_cores
     from softprompt.tasks import get_task, load_task_file
 
     started = time.time()
@@ -172,7 +172,7 @@ def train(
         fm.model.train(False)  # dropout stays off: the paper's comparisons use the same deterministic forward
         named = {name: p for name, p in fm.model.named_parameters()}
     optimizer = make_optimizer(list(named.values()), cfg)
-    autocast = cfg.method is Method.MODEL_TUNING and fm.dtype == torch.float32 and _bf16_ok()
+    autocast = cfg.method is Method.MODEL_TUNING and fm.dtype == torch.float32 and cpu_supports_bf16()
 
     # 3. Fresh start or resume from the last checkpoint.
     counters: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None, "bad_evals": 0}
@@ -306,12 +306,6 @@ def _truncate_log(path: Path, step: int) -> None:
     if path.is_file():
         kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
         atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
-
-
-def _bf16_ok() -> bool:
-    from softprompt.models import cpu_supports_bf16
-
-    return cpu_supports_bf16()
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:

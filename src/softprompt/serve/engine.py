@@ -26,12 +26,12 @@ from softprompt.prefix import PrefixState, base_model, run_prefix
 from softprompt.prompt import PromptFileError, SoftPrompt
 from softprompt.scoring import (
     InputTooLongError,
-    _stopped,
-    _trim,
     encode_pair,
     generate,
+    generation_stopped,
     head_logits,
     score_choices,
+    trim_at_eos,
 )
 from softprompt.serve.layout import (
     classify_layout,
@@ -337,14 +337,14 @@ class Engine:
             for b, tok in enumerate(next_ids.tolist()):
                 if not done[b]:
                     generated[b].append(tok)
-                    done[b] = _stopped(fm, generated[b], stop_nl) or len(generated[b]) >= limits[b]
+                    done[b] = generation_stopped(fm, generated[b], stop_nl) or len(generated[b]) >= limits[b]
             if all(done):
                 break
             attention = torch.cat([attention, attention.new_ones(len(ids), 1)], dim=1)
             hidden = body(inputs_embeds=fm.embed(next_ids[:, None]), attention_mask=attention,
                           position_ids=next_pos[:, None], cache=cache, use_cache=True).last_hidden_state[:, -1]
             next_pos = next_pos + 1
-        return [_trim(fm, g) for g in generated]
+        return [trim_at_eos(fm, g) for g in generated]
 
     # ------------------------------------------------------------------------------------------- helpers
 
