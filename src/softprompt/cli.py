@@ -401,6 +401,15 @@ def export_vllm_command(
     typer.echo(f"wrote {written} and {sidecar_path(written)} (prompt_embeds rows, {dtype})")
 
 
+def _add_experiments() -> None:
+    from softprompt.experiments.cli import app as experiments_app
+
+    app.add_typer(experiments_app, name="experiments")
+
+
+_add_experiments()
+
+
 def main() -> None:
     """Entry point: run the app, turning softprompt's own errors into one line and exit code 2."""
     try:

@@ -187,6 +187,8 @@ def train(
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")
+        if prompt is not None and not resume:
+            prompt.save(out / "init.safetensors")  # the untrained prompt: interpretability compares before/after
     checkpoint_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps
 
     # 4. The loop.

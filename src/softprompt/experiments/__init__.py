@@ -1,0 +1,1 @@
+"""The paper's studies at small scale: runner, studies, report."""

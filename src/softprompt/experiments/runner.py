@@ -1,0 +1,318 @@
+"""Run study variants and write one result JSON per variant; finished variants are skipped.
+
+The suite is meant to be resumed across sessions on a slow machine, so every unit of work is restartable:
+- a variant whose result file exists with the same fingerprint is skipped;
+- a variant finished by another study (same id, budget and instruction) is copied, not rerun;
+- a training run killed half-way continues from its last checkpoint (runs/<variant>/checkpoint.safetensors);
+- a finished training run whose result was never written is evaluated, not retrained.
+Results are written atomically: a killed run never leaves a half-written result that would be skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from softprompt import __version__
+from softprompt.experiments.studies import Kind, Study, Variant
+from softprompt.frozen import FrozenModel
+from softprompt.prompt import atomic_write
+
+Loader = Callable[..., FrozenModel]
+"""`loader(name, dtype=None)`: `models.load_model` by default; tests pass tiny models."""
+
+
+@dataclass
+class Layout:
+    """Where results and run folders live. Quick (smoke-test) output never mixes with reported results."""
+
+    root: Path
+    quick: bool = False
+
+    @property
+    def results(self) -> Path:
+        return self.root / ("results-quick" if self.quick else "results")
+
+    @property
+    def runs(self) -> Path:
+        return self.root / ("runs-quick" if self.quick else "runs")
+
+    def result_path(self, variant: Variant) -> Path:
+        return self.results / variant.study / f"{variant.id}.json"
+
+
+@dataclass
+class RunSummary:
+    """What one `run_variants` call did, by variant id."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def status(layout: Layout, variant: Variant) -> str:
+    """`done`, `reusable` (another study has it) or `todo`."""
+    if _matching(layout.result_path(variant), variant):
+        return "done"
+    return "reusable" if _donor(layout, variant) else "todo"
+
+
+def _matching(path: Path, variant: Variant) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # unreadable: rerun and overwrite
+    return data if data.get("fingerprint") == variant.fingerprint else None
+
+
+def _donor(layout: Layout, variant: Variant) -> dict[str, Any] | None:
+    for path in sorted(layout.results.glob(f"*/{variant.id}.json")):
+        if path.parent.name != variant.study and (data := _matching(path, variant)):
+            return data
+    return None
+
+
+class ModelCache:
+    """Holds one frozen model at a time (two at once would not fit next to model tuning on a small machine)."""
+
+    def __init__(self, loader: Loader) -> None:
+        self.loader = loader
+        self.name: str | None = None
+        self.fm: FrozenModel | None = None
+
+    def get(self, name: str) -> FrozenModel:
+        if self.name != name:
+            self.fm = None  # release the previous model before loading the next
+            self.fm, self.name = self.loader(name), name
+        assert self.fm is not None
+        return self.fm
+
+
+def run_variants(
+    variants: Sequence[Variant], layout: Layout, *, data_dir: str | None = None, loader: Loader | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RunSummary:
+    """Run every variant that has no result yet, one at a time, in order; failures are logged and skipped."""
+    if loader is None:
+        from softprompt.models import load_model as loader  # type: ignore[assignment]
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    models = ModelCache(loader)  # type: ignore[arg-type]
+    summary = RunSummary()
+    for number, variant in enumerate(variants, 1):
+        where = f"[{number}/{len(variants)}] {variant.study}/{variant.id}"
+        target = layout.result_path(variant)
+        if _matching(target, variant):
+            summary.skipped.append(variant.id)
+            continue
+        if donor := _donor(layout, variant):
+            _write(target, {**donor, "study": variant.study, "reused_from": donor["study"]})
+            summary.reused.append(variant.id)
+            say(f"{where}: reused from study {donor['study']}")
+            continue
+        say(f"{where}: running")
+        started = time.time()
+        try:
+            result = RUNNERS[variant.kind](variant, layout, models, data_dir)
+        except Exception as err:  # noqa: BLE001 — one bad variant must not stop a many-hour suite
+            message = f"{type(err).__name__}: {err}"
+            summary.failed[variant.id] = message
+            say(f"{where}: FAILED {message}")
+            continue
+        result = _envelope(variant, result, time.time() - started)
+        _write(target, result)
+        summary.done.append(variant.id)
+        main = result.get("metrics", {}).get("main")
+        say(f"{where}: done in {result['wall_seconds']:.0f} s" + (f", {result['metrics']['main_metric']} {main:.4f}"
+                                                                   if main is not None else ""))
+    return summary
+
+
+def _envelope(variant: Variant, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+    return {
+        "study": variant.study, "variant": variant.id, "model": variant.model, "model_label": variant.model_label,
+        "task": variant.task, "method": variant.kind.value, "params": variant.knobs, "seed": variant.knobs["seed"],
+        "steps": result.pop("steps", 0), "wall_seconds": round(seconds, 1), **result,
+        "budget": variant.budget, "instruction": variant.instruction, "quick": variant.quick,
+        "fingerprint": variant.fingerprint, "softprompt_version": __version__,
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": f"softprompt experiments run {variant.study}" + (" --quick" if variant.quick else ""),
+    }
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=False) + "\n"))
+
+
+# --- one function per kind ------------------------------------------------------------------------------
+
+
+def _train_config(variant: Variant, out: Path, data_dir: str | None, method: str) -> Any:
+    from softprompt.config import TrainConfig
+
+    b, k = variant.budget, variant.knobs
+    lr = k.get("lr") if k.get("lr") is not None else (b.get("lr_model_tuning") if method == "model-tuning" else None)
+    return TrainConfig(
+        task=variant.task, model=variant.model, method=method, prompt_length=k["prompt_length"], init=k["init"],
+        seed=k["seed"], lr=lr, steps=b.get("steps", 200), batch_size=b.get("batch_size", 16),
+        eval_every=b.get("eval_every", 100), eval_limit=b.get("eval_limit", 300),
+        eval_batch_size=b.get("eval_batch_size", 32), max_minutes=b.get("max_minutes"),
+        train_limit=b.get("train_limit"), data_dir=data_dir, out=str(out),
+    )
+
+
+def _train_once(cfg: Any, fm: FrozenModel | None) -> dict[str, Any]:
+    """Train into cfg.out unless it already finished there; resume a run that was cut off."""
+    from softprompt.checkpoint import CHECKPOINT_NAME
+    from softprompt.train import train
+
+    out = Path(cfg.out)
+    done = out / "summary.json"
+    if not done.is_file():
+        train(cfg, fm=fm, resume=(out / CHECKPOINT_NAME).is_file(), progress=False)
+    return json.loads(done.read_text())
+
+
+def best_eval(out: Path, step: int | None) -> dict[str, float]:
+    """The validation metrics logged at the best step (metrics.jsonl)."""
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("step") == step and "eval" in record:
+            return record["eval"]
+    raise RuntimeError(f"{out}/metrics.jsonl has no evaluation at step {step}")
+
+
+def _metrics(task: Any, values: dict[str, float], examples: int) -> dict[str, Any]:
+    return {"main_metric": task.main_metric, "main": values[task.main_metric], "all": values, "examples": examples}
+
+
+def _evaluate(fm: FrozenModel, task_name: str, variant: Variant, data_dir: str | None, limit: int | None,
+              **kwargs: Any) -> dict[str, Any]:
+    from softprompt.evaluate import evaluate
+    from softprompt.tasks import get_task
+
+    task = get_task(task_name)
+    examples = task.examples("validation", data_dir, limit=limit)
+    result = evaluate(fm, task, examples, batch_size=variant.budget.get("eval_batch_size", 32), progress=False, **kwargs)
+    return _metrics(task, result.metrics, len(examples))
+
+
+def _in_domain(variant: Variant, out: Path, summary: dict[str, Any], data_dir: str | None) -> dict[str, Any]:
+    from softprompt.tasks import get_task
+
+    task = get_task(variant.task or "")
+    count = len(task.examples("validation", data_dir, limit=variant.budget.get("eval_limit", 300)))
+    return _metrics(task, best_eval(out, summary["best_step"]), count)
+
+
+def run_prompt_tuning(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+    from softprompt.interpret import neighbors_report
+    from softprompt.prompt import SoftPrompt
+
+    fm = models.get(variant.model)
+    out = layout.runs / variant.train_id  # shared by variants that differ only in their transfer targets
+    summary = _train_once(_train_config(variant, out, data_dir, "prompt-tuning"), fm)
+    prompt = SoftPrompt.load(out / "prompt.safetensors", model=fm)
+    limit = variant.budget.get("eval_limit", 300)
+    result: dict[str, Any] = {"steps": summary["steps_done"], "best_step": summary["best_step"],
+                              "metrics": _in_domain(variant, out, summary, data_dir)}
+    if variant.eval_tasks:
+        result["transfer"] = {t: _evaluate(fm, t, variant, data_dir, limit, prompt=prompt) for t in variant.eval_tasks}
+    init = SoftPrompt.load(out / "init.safetensors", model=fm)
+    result["interpretation"] = {"init": neighbors_report(fm, init), "trained": neighbors_report(fm, prompt)}
+    result["prompt_file"] = str(out / "prompt.safetensors")
+    return result
+
+
+def run_model_tuning(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+    out = layout.runs / variant.id
+    cfg = _train_config(variant, out, data_dir, "model-tuning")
+    if not (out / "summary.json").is_file():
+        # Model tuning changes the weights: it trains its own fp32 copy (bf16 would drop small updates),
+        # never the shared frozen model.
+        _train_once(cfg, models.loader(variant.model, dtype="fp32"))
+    summary = _train_once(cfg, None)
+    result: dict[str, Any] = {"steps": summary["steps_done"], "best_step": summary["best_step"],
+                              "metrics": _in_domain(variant, out, summary, data_dir)}
+    if variant.eval_tasks:
+        tuned = models.loader(str(out / "model"))  # the best checkpoint, not the last weights
+        limit = variant.budget.get("eval_limit", 300)
+        result["transfer"] = {t: _evaluate(tuned, t, variant, data_dir, limit) for t in variant.eval_tasks}
+        del tuned
+    # The tuned weights are the model's full size (0.5-1 GB); the result keeps the numbers, not the weights.
+    shutil.rmtree(out / "model", ignore_errors=True)
+    return result
+
+
+def run_zero_shot(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+    fm = models.get(variant.model)
+    return {"metrics": _evaluate(fm, variant.task or "", variant, data_dir, variant.budget.get("eval_limit", 300))}
+
+
+def run_few_shot(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+    from softprompt.baselines import draw_shots
+    from softprompt.tasks import get_task
+
+    fm = models.get(variant.model)
+    shots = draw_shots(get_task(variant.task or ""), variant.knobs["shots"], variant.knobs["seed"], data_dir)
+    limit = variant.budget.get("shots_eval_limit", variant.budget.get("eval_limit", 300))
+    return {"metrics": _evaluate(fm, variant.task or "", variant, data_dir, limit, instruction=variant.instruction,
+                                 shots=shots)}
+
+
+def run_ensemble(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+    from softprompt.ensemble import evaluate_ensemble, train_ensemble
+    from softprompt.tasks import get_task
+
+    fm = models.get(variant.model)
+    out = layout.runs / variant.id
+    cfg = _train_config(variant, out / "member-0", data_dir, "prompt-tuning")
+    k = variant.knobs["k"]
+    done = [out / f"member-{i}" / "summary.json" for i in range(k)]
+    if not all(p.is_file() for p in done):
+        train_ensemble(cfg, k, out, fm=fm, progress=False)
+    task = get_task(variant.task or "")
+    examples = task.examples("validation", data_dir, limit=variant.budget.get("eval_limit", 300))
+    paths = [out / f"member-{i}" / "prompt.safetensors" for i in range(k)]
+    report = evaluate_ensemble(fm, task, examples, paths, variant.budget.get("eval_batch_size", 32))
+    steps = sum(json.loads(p.read_text())["steps_done"] for p in done)
+    return {"steps": steps, "metrics": _metrics(task, report["majority_vote"], len(examples)), "ensemble": report}
+
+
+def run_cost(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+    from softprompt.experiments.cost import cost_report
+
+    return {"cost": cost_report(models.get(variant.model), variant.model_label)}
+
+
+RUNNERS: dict[Kind, Callable[[Variant, Layout, ModelCache, str | None], dict[str, Any]]] = {
+    Kind.PROMPT_TUNING: run_prompt_tuning, Kind.MODEL_TUNING: run_model_tuning, Kind.ZERO_SHOT: run_zero_shot,
+    Kind.FEW_SHOT: run_few_shot, Kind.ENSEMBLE: run_ensemble, Kind.COST: run_cost,
+}
+
+
+def select(studies: dict[str, Study], names: Sequence[str], *, quick: bool = False, tasks: Sequence[str] = (),
+           models: Sequence[str] = ()) -> list[Variant]:
+    """The variants of the named studies ('all' = every study), optionally only some tasks / models."""
+    from softprompt.experiments.studies import StudyError
+
+    wanted = list(studies) if "all" in names else list(names)
+    unknown = [n for n in wanted if n not in studies]
+    if unknown:
+        raise StudyError(f"unknown study {', '.join(unknown)}; known: {', '.join(studies)} (or 'all')")
+    out = [v for n in wanted for v in studies[n].variants(quick=quick)]
+    if tasks:
+        out = [v for v in out if v.task is None or v.task in tasks]
+    if models:
+        out = [v for v in out if v.model in models]
+    return out

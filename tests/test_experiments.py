@@ -1,0 +1,157 @@
+"""The experiments runner on a tiny model: grid expansion, ids, skip/reuse/resume, failures, cost counts, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import tiny_causal
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from softprompt.experiments.cost import cost_report
+from softprompt.experiments.runner import Layout, run_variants, select, status
+from softprompt.experiments.studies import Kind, StudyError, load_studies, load_study
+from softprompt.frozen import FrozenModel
+
+DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+needs_data = pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").is_file(), reason="../shared/data not present")
+REPO_STUDIES = Path(__file__).resolve().parents[1] / "experiments" / "studies"
+
+BUDGET = "{steps: 2, batch_size: 4, eval_every: 1, eval_limit: 8, train_limit: 16, lr_model_tuning: 1.0e-3}"
+
+
+def write_study(folder: Path, name: str, variants: str, models: str = "[tiny]") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(f"study: {name}\nmodels: {models}\nbudget: {BUDGET}\n"
+                    f"instructions: {{sst2: 'Sentiment?'}}\nvariants:\n{variants}\n")
+    return path
+
+
+def tiny_loader(name: str, dtype: str | None = None) -> FrozenModel:
+    """Any model name -> the same tiny Llama; a saved folder (model tuning's best weights) -> that folder."""
+    if Path(name).is_dir():
+        return FrozenModel(AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name), name=name)
+    return tiny_causal(add_bos=False)
+
+
+def test_grid_expands_every_combination_with_stable_ids(tmp_path):
+    study = load_study(write_study(tmp_path, "length", "  - {task: [sst2, rte], prompt_length: [1, 20]}\n"
+                                                      "  - {task: sst2, method: [zero-shot, few-shot], shots: 2}"))
+    ids = [v.id for v in study.variants()]
+    assert ids == ["tiny__sst2__pt__p1__class-labels__s0", "tiny__sst2__pt__p20__class-labels__s0",
+                   "tiny__rte__pt__p1__class-labels__s0", "tiny__rte__pt__p20__class-labels__s0",
+                   "tiny__sst2__zero-shot", "tiny__sst2__few-shot__k2__s0"]
+    few = study.variants()[-1]
+    assert few.kind is Kind.FEW_SHOT and few.instruction == "Sentiment?"
+    quick = study.variants(quick=True)
+    assert [v.id for v in quick] == ["tiny__sst2__pt__p1__class-labels__s0", "tiny__sst2__pt__p20__class-labels__s0",
+                                     "tiny__sst2__zero-shot", "tiny__sst2__few-shot__k1__s0"]
+    assert all(v.budget["steps"] == 2 and v.quick for v in quick)
+    assert quick[0].fingerprint != study.variants()[0].fingerprint  # quick results never pass for real ones
+
+
+def test_bad_study_files_name_the_file_and_key(tmp_path):
+    with pytest.raises(StudyError, match=r"bad\.yaml: variants\[1\]: unknown key\(s\) prompt_lenght"):
+        load_study(write_study(tmp_path, "bad", "  - {task: sst2, prompt_lenght: 5}")).variants()
+    with pytest.raises(StudyError, match="method 'prompt-tunning'"):
+        load_study(write_study(tmp_path, "bad2", "  - {task: sst2, method: prompt-tunning}")).variants()
+    with pytest.raises(StudyError, match="unknown study nope"):
+        select({"bad2": load_study(tmp_path / "bad2.yaml")}, ["nope"])
+
+
+def test_repository_studies_expand():
+    studies = load_studies(REPO_STUDIES)
+    assert set(studies) == {"methods", "length", "init", "transfer", "ensemble", "interpret", "cost"}
+    full = select(studies, ["all"])
+    assert len({v.id for v in full if v.study == "methods"}) == 7 * 4 * 2 + 2 * 4
+    quick = select(studies, ["all"], quick=True)
+    assert {v.model for v in quick} == {"default"} and all(v.budget.get("steps", 2) == 2 for v in quick)
+
+
+@needs_data
+def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
+    root = tmp_path / "experiments"
+    write_study(root / "studies", "alpha", "  - {task: sst2, prompt_length: 4, method: [prompt-tuning, model-tuning, zero-shot, few-shot], shots: 1}\n"
+                                           "  - {task: nosuchtask, method: zero-shot}")
+    write_study(root / "studies", "beta", "  - {task: sst2, prompt_length: 4, eval_tasks: [mr]}\n"
+                                          "  - {task: sst2, prompt_length: 4}")
+    studies = load_studies(root / "studies")
+    layout = Layout(root)
+    lines: list[str] = []
+    first = run_variants(select(studies, ["alpha"]), layout, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
+    assert len(first.done) == 4 and list(first.failed) == ["tiny__nosuchtask__zero-shot"]
+    assert "unknown task" in first.failed["tiny__nosuchtask__zero-shot"].lower()
+
+    pt = json.loads((root / "results" / "alpha" / "tiny__sst2__pt__p4__class-labels__s0.json").read_text())
+    assert pt["method"] == "prompt-tuning" and pt["steps"] == 2 and pt["metrics"]["examples"] == 8
+    assert 0.0 <= pt["metrics"]["main"] <= 1.0 and pt["metrics"]["main_metric"] == "accuracy"
+    inter = pt["interpretation"]
+    assert inter["init"]["summary"]["positions"] == 4 and len(inter["trained"]["neighbours"][0]) == 5
+    assert pt["quick"] is False and pt["budget"]["steps"] == 2 and pt["command"] == "softprompt experiments run alpha"
+    mt = json.loads((root / "results" / "alpha" / "tiny__sst2__mt__s0.json").read_text())
+    assert mt["method"] == "model-tuning" and mt["steps"] == 2
+    assert not (root / "runs" / "tiny__sst2__mt__s0" / "model").exists()  # weights dropped, numbers kept
+
+    again = run_variants(select(studies, ["alpha"]), layout, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
+    assert len(again.skipped) == 4 and not again.done
+
+    # beta's plain variant is alpha's: copied. Its transfer variant trains nothing new (same run folder).
+    mtime = (root / "runs" / "tiny__sst2__pt__p4__class-labels__s0" / "prompt.safetensors").stat().st_mtime_ns
+    beta = run_variants(select(studies, ["beta"]), layout, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
+    assert beta.reused == ["tiny__sst2__pt__p4__class-labels__s0"]
+    assert beta.done == ["tiny__sst2__pt__p4__class-labels__s0__to-mr"]
+    assert (root / "runs" / "tiny__sst2__pt__p4__class-labels__s0" / "prompt.safetensors").stat().st_mtime_ns == mtime
+    transfer = json.loads((root / "results" / "beta" / "tiny__sst2__pt__p4__class-labels__s0__to-mr.json").read_text())
+    assert transfer["transfer"]["mr"]["examples"] == 8
+    copied = json.loads((root / "results" / "beta" / "tiny__sst2__pt__p4__class-labels__s0.json").read_text())
+    assert copied["study"] == "beta" and copied["reused_from"] == "alpha" and copied["metrics"] == pt["metrics"]
+
+    # A corrupt result file is redone, not trusted.
+    target = root / "results" / "alpha" / "tiny__sst2__zero-shot.json"
+    target.write_text("{half")
+    variant = next(v for v in select(studies, ["alpha"]) if v.id == "tiny__sst2__zero-shot")
+    assert status(layout, variant) == "todo"
+    redo = run_variants([variant], layout, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
+    assert redo.done == ["tiny__sst2__zero-shot"] and json.loads(target.read_text())["method"] == "zero-shot"
+
+
+@needs_data
+def test_ensemble_variant_reports_members_and_vote(tmp_path):
+    root = tmp_path / "experiments"
+    write_study(root / "studies", "ens", "  - {task: sst2, method: ensemble, k: 2, prompt_length: 2}")
+    summary = run_variants(select(load_studies(root / "studies"), ["ens"]), Layout(root), data_dir=str(DATA),
+                           loader=tiny_loader, log=lambda _: None)
+    assert summary.done == ["tiny__sst2__ensemble__p2__class-labels__k2__s0"]
+    result = json.loads((root / "results" / "ens" / f"{summary.done[0]}.json").read_text())
+    assert len(result["ensemble"]["members"]) == 2 and result["steps"] == 4
+    assert result["metrics"]["main"] == result["ensemble"]["majority_vote"]["accuracy"]
+
+
+def test_cost_counts_follow_the_config():
+    fm = tiny_causal()  # H=32, 2 layers, 4 heads of 8, 2 kv heads -> kv_dim 16
+    report = cost_report(fm, "tiny")
+    rows = {r["method"]: r for r in report["rows"]}
+    assert report["kv_dim"] == 16 and report["layers"] == 2
+    assert rows["prompt tuning (P=100)"]["parameters"] == 100 * 32
+    assert rows["prefix tuning (P=20)"]["parameters"] == 2 * 2 * 20 * 16
+    assert rows["model tuning"]["parameters"] == sum(p.numel() for p in fm.model.parameters())
+    assert rows["prompt tuning (P=100)"]["bytes_on_disk"] > 100 * 32 * 4  # tensor plus metadata header
+    serving = [s for s in report["serving"] if s["tasks"] == 10]
+    assert serving[0]["bytes"] < serving[-1]["bytes"]  # 10 prompts cost less than 10 model copies
+    assert torch.is_tensor(fm.embedding_matrix)
+
+
+def test_cli_lists_and_reports_bad_names_in_one_line(tmp_path):
+    root = tmp_path / "experiments"
+    write_study(root / "studies", "alpha", "  - {task: sst2, method: zero-shot}")
+    cmd = [sys.executable, "-m", "softprompt.cli", "experiments"]
+    listed = subprocess.run(cmd + ["list", "--dir", str(root)], capture_output=True, text=True, check=True)
+    assert "todo  alpha/tiny__sst2__zero-shot" in listed.stdout and "0 of 1 variants done" in listed.stdout
+    bad = subprocess.run(cmd + ["run", "nope", "--dir", str(root)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown study nope" in bad.stderr and "Traceback" not in bad.stderr
