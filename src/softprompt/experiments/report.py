@@ -90,6 +90,23 @@ def _meta_lines(meta: dict[str, Any] | None, present: set[str]) -> list[str]:
     return lines
 
 
+def _plan_lines(meta: dict[str, dict], loaded: Loaded) -> list[str]:
+    """How far the suite is, what it costs in all, and how each number was measured."""
+    planned = [v for m in meta.values() for v in m.get("variants", [])]
+    if not planned:
+        return []
+    have = {(s, r.get("variant")) for s, rs in loaded.studies.items() for r in rs}
+    done = sum((study, v) in have for study, m in meta.items() for v in m.get("variants", []))
+    hours = sum(float(m.get("hours") or 0) for m in meta.values())
+    return [
+        f"- Progress: {done} of {len(planned)} planned variants have results; the whole suite is planned at "
+        f"≈ {hours:.1f} h on this 2-core CPU (`make experiments`; finished variants are skipped, so it resumes).",
+        "- Protocol: a training run evaluates the first `eval_limit` validation examples every `eval_every` steps "
+        "and reports its best evaluation; there is no held-out test split at this scale, so trained figures carry "
+        "a small optimistic bias from picking the best of ≤ 3 evaluations. Baselines are evaluated once.",
+    ]
+
+
 def write_report(results_dir: Path, out_md: Path, plots_dir: Path, studies_meta: dict[str, dict] | None = None) -> Path:
     """Write out_md (markdown) and its PNG plots from results_dir/<study>/<variant>.json; returns out_md.
 
@@ -133,6 +150,7 @@ def write_report(results_dir: Path, out_md: Path, plots_dir: Path, studies_meta:
         "(a result reused by another study counted once).",
         "- Metrics: validation main metric per task as percentages with one decimal; differences in percentage points (pp); "
         "repeated runs of one configuration (seeds) are averaged.",
+        *_plan_lines(meta, loaded),
         *([f"- Result folders without a section: {', '.join(others)}."] if others else []), "",
         "## Summary of the paper's claims", "",
         *table(["claim", "study", "statement", "verdict", "evidence"],
