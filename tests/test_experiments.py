@@ -69,7 +69,7 @@ def test_repository_studies_expand():
     studies = load_studies(REPO_STUDIES)
     assert set(studies) == {"methods", "length", "init", "transfer", "ensemble", "interpret", "cost"}
     full = select(studies, ["all"])
-    assert len({v.id for v in full if v.study == "methods"}) == 7 * 4 * 2 + 2 * 4
+    assert len({v.id for v in full if v.study == "methods"}) == 7 * (3 + 3) * 2 + 2 * (3 + 3)
     quick = select(studies, ["all"], quick=True)
     assert {v.model for v in quick} == {"default"} and all(v.budget.get("steps", 2) == 2 for v in quick)
 
