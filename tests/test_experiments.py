@@ -49,6 +49,7 @@ def test_grid_expands_every_combination_with_stable_ids(tmp_path):
                    "tiny__sst2__zero-shot", "tiny__sst2__few-shot__k2__s0"]
     few = study.variants()[-1]
     assert few.kind is Kind.FEW_SHOT and few.instruction == "Sentiment?"
+    assert study.variants()[0].instruction is None  # only prompt design reads it: PT results stay shareable
     quick = study.variants(quick=True)
     assert [v.id for v in quick] == ["tiny__sst2__pt__p1__class-labels__s0", "tiny__sst2__pt__p20__class-labels__s0",
                                      "tiny__sst2__zero-shot", "tiny__sst2__few-shot__k1__s0"]

@@ -150,8 +150,9 @@ class Study:
             # Task-major order: a partly finished suite has complete rows (every method of a task) first.
             for model, task, kind, *values in itertools.product(models, tasks, kinds, *axes.values()):
                 knobs = dict(zip(axes, values, strict=True))
-                out.append(Variant(self.name, str(model), task, kind, knobs, budget, eval_tasks,
-                                   self.instructions.get(task) if task else None, quick))
+                # Only prompt design reads the instruction: elsewhere it must not split otherwise equal variants.
+                instruction = self.instructions.get(task) if task and kind is Kind.FEW_SHOT else None
+                out.append(Variant(self.name, str(model), task, kind, knobs, budget, eval_tasks, instruction, quick))
         seen: set[str] = set()
         return [v for v in out if not (v.id in seen or seen.add(v.id))]  # type: ignore[func-returns-value]
 
