@@ -237,11 +237,10 @@ def run_prompt_tuning(variant: Variant, layout: Layout, models: ModelCache, data
 def run_model_tuning(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
     out = layout.runs / variant.id
     cfg = _train_config(variant, out, data_dir, "model-tuning")
-    if not (out / "summary.json").is_file():
-        # Model tuning changes the weights: it trains its own fp32 copy (bf16 would drop small updates),
-        # never the shared frozen model.
-        _train_once(cfg, models.loader(variant.model, dtype="fp32"))
-    summary = _train_once(cfg, None)
+    # Model tuning changes the weights: it trains its own fp32 copy (bf16 would drop small updates), never
+    # the shared frozen model; a finished run needs no model at all.
+    trained = (out / "summary.json").is_file()
+    summary = _train_once(cfg, None if trained else models.loader(variant.model, dtype="fp32"))
     result: dict[str, Any] = {"steps": summary["steps_done"], "best_step": summary["best_step"],
                               "metrics": _in_domain(variant, out, summary, data_dir)}
     if variant.eval_tasks:
@@ -276,7 +275,7 @@ def run_ensemble(variant: Variant, layout: Layout, models: ModelCache, data_dir:
 
     fm = models.get(variant.model)
     out = layout.runs / variant.id
-    cfg = _train_config(variant, out / "member-0", data_dir, "prompt-tuning")
+    cfg = _train_config(variant, out, data_dir, "prompt-tuning")  # train_ensemble puts member i in out/member-i
     k = variant.knobs["k"]
     done = [out / f"member-{i}" / "summary.json" for i in range(k)]
     if not all(p.is_file() for p in done):
