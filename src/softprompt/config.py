@@ -1,7 +1,8 @@
 """Training configuration: one typed dataclass, a docstring per field, YAML in and out.
 
 Defaults are the paper's recipe (Lester et al. 2021, §3 and appendix A): P=100, class-label init,
-Adafactor lr 0.3 with weight decay 1e-5, β2 decay 0.8, no parameter scaling, constant lr, batch 32,
+Adafactor lr 0.3 with weight decay 1e-5, β2 decay 0.8, update clipping 1.0, batch 32 (torch's Adafactor takes
+relative steps with a 1/sqrt(t) cap where the paper's are absolute and constant: see optimizers.py),
 early stopping on the validation metric.
 """
 

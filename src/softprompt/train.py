@@ -20,12 +20,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from softprompt.attention import training_attention
 from softprompt.batching import epoch_batches, split_micro
 from softprompt.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from softprompt.config import ConfigError, Loss, Method, Optimizer, TrainConfig
 from softprompt.frozen import FrozenModel
 from softprompt.init import make_prompt
 from softprompt.objectives import target_prefix
+from softprompt.optimizers import make_optimizer
 from softprompt.prompt import SoftPrompt, atomic_write
 from softprompt.scoring import Encoded, encode_pair, target_logprobs
 
@@ -107,15 +109,6 @@ def step_loss(fm: FrozenModel, rows: list[Row], prompt: SoftPrompt | None, cfg: 
         total = total - torch.log_softmax(scores, dim=0)[r.label]
         start += len(r.choices)
     return total / norm
-
-
-def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer is Optimizer.ADAFACTOR:
-        # Paper: Adafactor, lr 0.3, weight decay 1e-5, β2 decay 0.8, no parameter scaling, constant lr.
-        # torch's Adafactor has no relative-step or parameter scaling, which is what the paper turns off.
-        return torch.optim.Adafactor(params, lr=cfg.learning_rate, beta2_decay=cfg.beta2_decay,
-                                     weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
 def train(
@@ -208,7 +201,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss_value = 0.0
         for micro in split_micro(split_micro(batch, world)[rank], cfg.grad_accum):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with training_attention(fm), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 loss = step_loss(fm, [rows[i] for i in micro], prompt, cfg, norm)
             loss.backward()
             loss_value += float(loss.detach())

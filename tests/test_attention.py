@@ -1,0 +1,44 @@
+"""The training attention switch: same gradients as SDPA, config restored afterwards (even on errors)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import tiny_causal
+
+from softprompt.attention import TRAINING_ATTENTION_CPU, training_attention
+from softprompt.init import make_prompt
+from softprompt.scoring import encode_pair, target_logprobs
+
+
+def prompt_grad(fm, prompt, pairs, switched: bool) -> torch.Tensor:
+    prompt.embeddings.grad = None
+    if switched:
+        with training_attention(fm):
+            assert fm.model.config._attn_implementation == TRAINING_ATTENTION_CPU
+            loss = -torch.cat(target_logprobs(fm, pairs, prompt)).sum()
+    else:
+        loss = -torch.cat(target_logprobs(fm, pairs, prompt)).sum()
+    loss.backward()
+    return prompt.embeddings.grad.clone()
+
+
+def test_eager_training_attention_gives_the_sdpa_gradients_and_switches_back():
+    fm = tiny_causal()
+    fm.model.set_attn_implementation("sdpa")
+    prompt = make_prompt(fm, 4, "random-uniform", seed=0)
+    texts = ["the movie was great", "a terrible film , boring and far too long", "fine day"]
+    pairs = [encode_pair(fm, t, "positive", append_eos=True) for t in texts]
+    reference = prompt_grad(fm, prompt, pairs, switched=False)
+    switched = prompt_grad(fm, prompt, pairs, switched=True)
+    assert fm.model.config._attn_implementation == "sdpa"
+    assert reference.abs().sum() > 0
+    torch.testing.assert_close(switched, reference, atol=1e-5, rtol=1e-4)
+
+
+def test_the_kernel_is_restored_when_the_step_fails():
+    fm = tiny_causal()
+    fm.model.set_attn_implementation("sdpa")
+    with pytest.raises(RuntimeError), training_attention(fm):
+        raise RuntimeError("loss exploded")
+    assert fm.model.config._attn_implementation == "sdpa"
