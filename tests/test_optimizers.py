@@ -23,7 +23,7 @@ def test_a_sudden_large_gradient_moves_the_prompt_no_further_than_a_normal_one()
     torch.manual_seed(0)
     param = torch.nn.Parameter(torch.randn(6, 8) * 0.1)
     opt = make_optimizer([param], TrainConfig(task="sst2"))
-    for i in range(20):
+    for _ in range(20):
         param.grad = 0.01 * torch.randn(6, 8)
         opt.step()
     before = param.detach().clone()

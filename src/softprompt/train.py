@@ -23,7 +23,7 @@ import torch.distributed as dist
 from softprompt.attention import training_attention
 from softprompt.batching import epoch_batches, split_micro
 from softprompt.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from softprompt.config import ConfigError, Loss, Method, Optimizer, TrainConfig
+from softprompt.config import ConfigError, Loss, Method, TrainConfig
 from softprompt.frozen import FrozenModel
 from softprompt.init import make_prompt
 from softprompt.objectives import target_prefix
