@@ -153,14 +153,22 @@ class Peft:
 class Ours:
     """softprompt: target_logprobs on the bf16 frozen model, fp32 prompt, Adafactor (paper settings)."""
 
-    def __init__(self, steps: int, seed: int, init: str = "random-uniform") -> None:
+    def __init__(self, steps: int, seed: int, init: str = "random-uniform", optimizer: str = "adafactor") -> None:
+        from transformers import get_linear_schedule_with_warmup
+
         from softprompt.init import make_prompt
         from softprompt.models import load_model
 
         self.fm = load_model("default")  # bf16 on CPUs with native bf16
         texts = [ex.input_text for ex in sst2("train", limit=5000)] if init == "class-labels" else None
         self.prompt = make_prompt(self.fm, PROMPT_LEN, init, labels=["negative", "positive"], texts=texts, seed=seed)
-        self.optimizer = torch.optim.Adafactor([self.prompt.embeddings], lr=0.3, beta2_decay=-0.8, weight_decay=1e-5)
+        params = [self.prompt.embeddings]
+        if optimizer == "adafactor":  # the paper's settings (train()'s default)
+            self.optimizer = torch.optim.Adafactor(params, lr=0.3, beta2_decay=-0.8, weight_decay=1e-5)
+            self.scheduler = None
+        else:  # PEFT's recipe on our implementation: isolates the recipe from the implementation
+            self.optimizer = torch.optim.AdamW(params, lr=PEFT_LR)
+            self.scheduler = get_linear_schedule_with_warmup(self.optimizer, num_warmup_steps=0, num_training_steps=steps)
 
     def step(self, rows: list[tuple]) -> tuple[float, int]:
         from softprompt.attention import training_attention
@@ -173,6 +181,8 @@ class Ours:
         loss = -logprobs.sum() / len(logprobs)  # mean over target tokens, as train.py's ce loss
         loss.backward()
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         # tokens through the transformer: the prompt once (shared prefix) + the padded batch
         return float(loss.detach()), PROMPT_LEN + len(rows) * max(len(i) + len(t) for i, t in rows)
 
@@ -220,7 +230,8 @@ def worker_time(args: argparse.Namespace) -> None:
 
 def worker_accuracy(args: argparse.Namespace) -> None:
     """Train `steps` on the same SST-2 batches, then rank-classify the same dev subset."""
-    side = Peft(args.steps, args.seed, args.max_length) if args.side == "peft" else Ours(args.steps, args.seed, args.init)
+    side = (Peft(args.steps, args.seed, args.max_length) if args.side == "peft"
+            else Ours(args.steps, args.seed, args.init, args.optimizer))
     torch.set_num_threads(THREADS)
     data = batches(side.fm, "sst2", args.steps, args.seed, args.max_length, args.fixed_len)
     losses, tick = [], time.perf_counter()
@@ -399,10 +410,13 @@ def parent(args: argparse.Namespace) -> None:
         acc: dict[str, Any] = {"train_steps": args.acc_steps, "batch_size": BATCH, "dev_examples": args.eval_n,
                                "train_data": f"SST-2 train, seeded shuffle (seed {args.seed}), inputs fitting "
                                              f"max_length {args.max_length}; same batches for every run"}
-        for side, init in [("peft", "RANDOM")] + [("ours", init) for init in args.ours_inits]:
-            extra = ["--steps", str(args.acc_steps), "--eval-n", str(args.eval_n), "--init", init]
-            acc[f"{side}:{init}"] = run_worker("accuracy", side, extra, args)[-1]
-            print(f"[accuracy] {side}:{init} {acc[f'{side}:{init}']['accuracy']:.3f}", file=sys.stderr, flush=True)
+        runs = [("peft", "RANDOM", "adamw")] + [("ours", init, "adafactor") for init in args.ours_inits]
+        runs += [("ours", init, "adamw") for init in args.ours_adamw_inits]
+        for side, init, opt in runs:
+            key = f"{side}:{init}" + (":adamw" if side == "ours" and opt == "adamw" else "")
+            extra = ["--steps", str(args.acc_steps), "--eval-n", str(args.eval_n), "--init", init, "--optimizer", opt]
+            acc[key] = run_worker("accuracy", side, extra, args)[-1]
+            print(f"[accuracy] {key} {acc[key]['accuracy']:.3f}", file=sys.stderr, flush=True)
             result["accuracy"] = acc
             save()
     result["gemm_2048_peak_at_end"] = {"bf16": gemm_peak(torch.bfloat16)}
@@ -422,13 +436,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="alternating (PEFT, ours) phases per regime")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per phase")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each phase")
-    parser.add_argument("--regimes", nargs="+", default=["fixed", "sst2"], choices=["fixed", "sst2"])
+    parser.add_argument("--regimes", nargs="*", default=["fixed", "sst2"], choices=["fixed", "sst2"],
+                        help="timing regimes (none: accuracy only)")
     parser.add_argument("--fixed-len", type=int, default=128, help="input tokens per example in the fixed regime")
     parser.add_argument("--max-length", type=int, default=64, help="PEFT's padded length for SST-2 (its guide: 64)")
     parser.add_argument("--acc-steps", type=int, default=100, help="training steps before the accuracy check (0: skip)")
     parser.add_argument("--eval-n", type=int, default=300, help="SST-2 dev examples for the accuracy check")
-    parser.add_argument("--ours-inits", nargs="+", default=["class-labels", "random-uniform"],
+    parser.add_argument("--ours-inits", nargs="*", default=["class-labels", "random-uniform"],
                         help="our prompt inits for the accuracy check (PEFT's is RANDOM, as asked of it)")
+    parser.add_argument("--ours-adamw-inits", nargs="*", default=[],
+                        help="also train ours with PEFT's recipe (AdamW 3e-2, linear decay) from these inits")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help=f"write the JSON here (default for full runs: {RESULTS.relative_to(ROOT)})")
     parser.add_argument("--profile", action="store_true", help="print our step's top ops (torch.profiler) and exit")
@@ -438,6 +455,7 @@ def main() -> None:
     parser.add_argument("--regime", default="fixed", help=argparse.SUPPRESS)
     parser.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--init", default="random-uniform", help=argparse.SUPPRESS)
+    parser.add_argument("--optimizer", default="adafactor", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile:
         args.worker, args.side, args.steps = "profile", "ours", 3

@@ -93,13 +93,17 @@ train(cfg, fm=tiny_causal(), resume={resume}, progress=False)
 
 
 @needs_data
-def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path):
+@pytest.mark.parametrize("recipe", [{}, {"optimizer": "adamw", "lr": 0.05, "lr_schedule": "linear"}],
+                         ids=["adafactor-constant", "adamw-linear"])
+def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path, recipe):
     """Kill -9 after step 5 (last checkpoint: step 4), resume, and compare with an uninterrupted run.
 
-    Tolerance: exact to 1e-6; the resumed run replays the same batches from the same optimizer state.
+    Tolerance: exact to 1e-6; the resumed run replays the same batches from the same optimizer state (and the
+    same point of the lr schedule, which is a function of the step).
     """
-    straight = train(config(tmp_path / "straight", steps=10, checkpoint_every=2), fm=tiny_causal(), progress=False)
-    cfg = config(tmp_path / "killed", steps=10, checkpoint_every=2)
+    straight = train(config(tmp_path / "straight", steps=10, checkpoint_every=2, **recipe), fm=tiny_causal(),
+                     progress=False)
+    cfg = config(tmp_path / "killed", steps=10, checkpoint_every=2, **recipe)
     Path(cfg.out).mkdir(parents=True)
     cfg.save(Path(cfg.out) / "config.yaml")
     script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), config=str(Path(cfg.out) / "config.yaml"), resume="{}")
@@ -114,6 +118,13 @@ def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path):
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     steps = [json.loads(line)["step"] for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 11))  # the step logged after the checkpoint was redone, not duplicated
+
+
+@needs_data
+def test_linear_schedule_decays_the_lr_to_zero_at_the_last_step(tmp_path):
+    result = train(config(tmp_path, optimizer="adamw", lr=0.06, lr_schedule="linear"), fm=tiny_causal(), progress=False)
+    log = [json.loads(line) for line in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log] == pytest.approx([0.06 * (1 - k / 6) for k in range(6)])
 
 
 @needs_data

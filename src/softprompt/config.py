@@ -26,6 +26,11 @@ class Optimizer(StrEnum):
     ADAMW = "adamw"
 
 
+class Schedule(StrEnum):
+    CONSTANT = "constant"  # the paper
+    LINEAR = "linear"  # decay to 0 at `steps` (PEFT's prompt-tuning guide, HF Trainer's default)
+
+
 class Loss(StrEnum):
     CE = "ce"  # the paper: cross-entropy on the target text, teacher forcing
     RANK = "rank"  # softmax over the label words only (classification tasks)
@@ -59,6 +64,8 @@ class TrainConfig:
     """Learning rate; default 0.3 for prompt tuning with Adafactor, 1e-3 AdamW; 1e-5 for model tuning."""
     weight_decay: float = 1e-5
     """Paper: 1e-5."""
+    lr_schedule: Schedule = Schedule.CONSTANT
+    """constant (paper) or linear (decays to 0 at `steps`; no warm-up)."""
     beta2_decay: float = -0.8
     """Adafactor's β2 decay exponent (paper: 0.8, written -0.8 in torch)."""
     batch_size: int = 32
@@ -101,6 +108,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.method = Method(self.method)
         self.optimizer = Optimizer(self.optimizer)
+        self.lr_schedule = Schedule(self.lr_schedule)
         self.loss = Loss(self.loss)
         if not self.task and not self.task_file:
             raise ConfigError("give a task: --task NAME (e.g. sst2) or --task-file my_task.yaml")
@@ -122,6 +130,13 @@ class TrainConfig:
         if self.method is Method.MODEL_TUNING:
             return 1e-5
         return 0.3 if self.optimizer is Optimizer.ADAFACTOR else 1e-3
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step `step` (0-based): a function of the step alone, so a resumed
+        run continues the schedule exactly."""
+        if self.lr_schedule is Schedule.LINEAR:
+            return self.learning_rate * max(0.0, 1.0 - step / self.steps)
+        return self.learning_rate
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -19,6 +19,12 @@ import torch
 from softprompt.config import Optimizer, TrainConfig
 
 
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate (the schedule is applied by the loop, step by step)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     """The run's optimizer over `params` (the prompt [P, H], or every weight for model tuning)."""
     if cfg.optimizer is Optimizer.ADAFACTOR:

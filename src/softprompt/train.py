@@ -27,7 +27,7 @@ from softprompt.config import ConfigError, Loss, Method, TrainConfig
 from softprompt.frozen import FrozenModel
 from softprompt.init import make_prompt
 from softprompt.objectives import target_prefix
-from softprompt.optimizers import make_optimizer
+from softprompt.optimizers import make_optimizer, set_lr
 from softprompt.prompt import SoftPrompt, atomic_write
 from softprompt.scoring import Encoded, encode_pair, target_logprobs
 
@@ -174,8 +174,7 @@ def train(
         if not checkpoint.is_file():
             raise TrainingError(f"nothing to resume: {checkpoint} does not exist")
         counters = load_checkpoint(checkpoint, named, optimizer)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.learning_rate  # a resumed run may lower the lr (e.g. after a divergence)
+        # A resumed run takes the lr of its config (it may lower it, e.g. after a divergence): set each step.
         _truncate_log(out / "metrics.jsonl", counters["step"])
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -217,6 +216,7 @@ def train(
                 f"loss became {loss_value} at step {counters['step'] + 1}; the last good checkpoint is {checkpoint}. "
                 "Lower --lr or use --optimizer adamw, then --resume or start again."
             )
+        set_lr(optimizer, cfg.lr_at(counters["step"]))
         optimizer.step()
         if not all(torch.isfinite(p).all() for p in named.values()):
             raise TrainingError(
@@ -226,7 +226,7 @@ def train(
         counters["step"] += 1
         counters["batch"] += 1
         step = counters["step"]
-        record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": cfg.learning_rate,
+        record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": cfg.lr_at(counters["step"] - 1),
                                   "examples_per_s": len(batch) / max(time.time() - tick, 1e-9)}
 
         # 4c. Evaluate, keep the best, stop early when patience or the time budget runs out.
