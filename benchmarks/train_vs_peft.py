@@ -19,6 +19,12 @@ Each side runs in its own subprocess so its peak RSS (ru_maxrss) is its own; the
 (PEFT, ours, ours, PEFT, ...) over several rounds so that background load hits both sides alike, and every
 figure is a median over all timed steps. The bf16/fp32 GEMM peak is measured in the same run.
 
+Recipes apart from implementations: `--ours-adamw-inits class-labels random-uniform` also trains ours with
+PEFT's recipe (AdamW 3e-2, linear decay); `--regimes` with no value skips the timing, e.g.
+
+    python benchmarks/train_vs_peft.py --regimes --acc-steps 100 --eval-n 872 --ours-inits \\
+        --ours-adamw-inits class-labels random-uniform --out benchmarks/results/train_vs_peft_recipes.json
+
 Accuracy: both train for the same steps on the same SST-2 train batches, then rank-classify the same SST-2
 dev subset by the summed log-likelihood of " negative" vs " positive" after the input (PEFT: its own forward).
 The text format is the sst2 task's (`softprompt.tasks.glue.format_sentence`: "sentence: {s}" -> label word).
