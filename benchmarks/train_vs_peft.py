@@ -182,7 +182,7 @@ class Ours:
 
         pairs = [Encoded(list(i), list(t)) for i, t in rows]
         self.optimizer.zero_grad(set_to_none=True)
-        with training_attention(self.fm):  # as train() does: eager attention, whose CPU backward is faster
+        with training_attention(self.fm):  # as train() does: matmul attention, whose CPU backward is faster
             logprobs = torch.cat(target_logprobs(self.fm, pairs, self.prompt))
         loss = -logprobs.sum() / len(logprobs)  # mean over target tokens, as train.py's ce loss
         loss.backward()

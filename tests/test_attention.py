@@ -23,7 +23,7 @@ def prompt_grad(fm, prompt, pairs, switched: bool) -> torch.Tensor:
     return prompt.embeddings.grad.clone()
 
 
-def test_eager_training_attention_gives_the_sdpa_gradients_and_switches_back():
+def test_training_attention_gives_the_sdpa_gradients_and_switches_back():
     fm = tiny_causal()
     fm.model.set_attn_implementation("sdpa")
     prompt = make_prompt(fm, 4, "random-uniform", seed=0)

@@ -121,6 +121,14 @@ def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path, recipe):
 
 
 @needs_data
+def test_a_fresh_start_in_a_used_folder_starts_a_fresh_log(tmp_path):
+    train(config(tmp_path, steps=4), fm=tiny_causal(), progress=False)
+    result = train(config(tmp_path, steps=3), fm=tiny_causal(), progress=False)
+    log = [json.loads(line)["step"] for line in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3]
+
+
+@needs_data
 def test_linear_schedule_decays_the_lr_to_zero_at_the_last_step(tmp_path):
     result = train(config(tmp_path, optimizer="adamw", lr=0.06, lr_schedule="linear"), fm=tiny_causal(), progress=False)
     log = [json.loads(line) for line in (result.out_dir / "metrics.jsonl").read_text().splitlines()]

@@ -179,6 +179,8 @@ def train(
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")
+        if not resume:
+            _truncate_log(out / "metrics.jsonl", 0)  # a fresh start in a used folder must not append to its log
         if prompt is not None and not resume:
             prompt.save(out / "init.safetensors")  # the untrained prompt: interpretability compares before/after
     checkpoint_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps
