@@ -95,6 +95,7 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
     inter = pt["interpretation"]
     assert inter["init"]["summary"]["positions"] == 4 and len(inter["trained"]["neighbours"][0]) == 5
     assert pt["quick"] is False and pt["budget"]["steps"] == 2 and pt["command"] == "softprompt experiments run alpha"
+    assert "git_commit" in pt  # which code produced it (a short hash in a checkout)
     mt = json.loads((root / "results" / "alpha" / "tiny__sst2__mt__s0.json").read_text())
     assert mt["method"] == "model-tuning" and mt["steps"] == 2
     assert not (root / "runs" / "tiny__sst2__mt__s0" / "model").exists()  # weights dropped, numbers kept

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -137,13 +138,23 @@ def run_variants(
     return summary
 
 
+def _git_commit() -> str | None:
+    """The checkout's commit, so a result says which code produced it (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+                             cwd=Path(__file__).parent, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def _envelope(variant: Variant, result: dict[str, Any], seconds: float) -> dict[str, Any]:
     return {
         "study": variant.study, "variant": variant.id, "model": variant.model, "model_label": variant.model_label,
         "task": variant.task, "method": variant.kind.value, "params": variant.knobs, "seed": variant.knobs["seed"],
         "steps": result.pop("steps", 0), "wall_seconds": round(seconds, 1), **result,
         "budget": variant.budget, "instruction": variant.instruction, "quick": variant.quick,
-        "fingerprint": variant.fingerprint, "softprompt_version": __version__,
+        "fingerprint": variant.fingerprint, "softprompt_version": __version__, "git_commit": _git_commit(),
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": f"softprompt experiments run {variant.study}" + (" --quick" if variant.quick else ""),
     }
