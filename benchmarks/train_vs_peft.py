@@ -52,7 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_vs_peft.json"
 TAG = "@@ "  # worker -> parent result lines on stdout
 BATCH, PROMPT_LEN, THREADS = 8, 20, 2
-PEFT_LR = 3e-2  # PEFT's prompt-tuning guide: AdamW, lr 3e-2, linear schedule without warm-up
+PEFT_LR = 3e-2
+ATTENTION = os.environ.get("SOFTPROMPT_BENCH_ATTENTION") or None  # eager: what --attention eager trains with  # PEFT's prompt-tuning guide: AdamW, lr 3e-2, linear schedule without warm-up
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -182,7 +183,7 @@ class Ours:
 
         pairs = [Encoded(list(i), list(t)) for i, t in rows]
         self.optimizer.zero_grad(set_to_none=True)
-        with training_attention(self.fm):  # as train() does: matmul attention, whose CPU backward is faster
+        with training_attention(self.fm, ATTENTION):  # as train(attention=...) does
             logprobs = torch.cat(target_logprobs(self.fm, pairs, self.prompt))
         loss = -logprobs.sum() / len(logprobs)  # mean over target tokens, as train.py's ce loss
         loss.backward()

@@ -14,7 +14,7 @@ from softprompt.scoring import encode_pair, target_logprobs
 def prompt_grad(fm, prompt, pairs, switched: bool) -> torch.Tensor:
     prompt.embeddings.grad = None
     if switched:
-        with training_attention(fm):
+        with training_attention(fm, TRAINING_ATTENTION_CPU):
             assert fm.model.config._attn_implementation == TRAINING_ATTENTION_CPU
             loss = -torch.cat(target_logprobs(fm, pairs, prompt)).sum()
     else:
@@ -39,6 +39,13 @@ def test_training_attention_gives_the_sdpa_gradients_and_switches_back():
 def test_the_kernel_is_restored_when_the_step_fails():
     fm = tiny_causal()
     fm.model.set_attn_implementation("sdpa")
-    with pytest.raises(RuntimeError), training_attention(fm):
+    with pytest.raises(RuntimeError), training_attention(fm, TRAINING_ATTENTION_CPU):
         raise RuntimeError("loss exploded")
     assert fm.model.config._attn_implementation == "sdpa"
+
+
+def test_no_kernel_keeps_the_models_own():
+    fm = tiny_causal()
+    fm.model.set_attn_implementation("sdpa")
+    with training_attention(fm, None):
+        assert fm.model.config._attn_implementation == "sdpa"

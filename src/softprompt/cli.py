@@ -133,6 +133,7 @@ def train(
     optimizer: Annotated[str | None, typer.Option(help="adafactor (paper) | adamw")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (paper: 0.3 with Adafactor).")] = None,
     lr_schedule: Annotated[str | None, typer.Option(help="constant (paper) | linear (to 0 at --steps)")] = None,
+    attention: Annotated[str | None, typer.Option(help="CPU training attention: sdpa (default) | eager (faster backward)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Examples per step (paper: 32).")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
@@ -163,7 +164,7 @@ def train(
 
     flags = dict(
         task=task, task_file=str(task_file) if task_file else None, model=model, prompt_length=prompt_length,
-        init=init_strategy, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule, batch_size=batch_size, grad_accum=grad_accum, steps=steps,
+        init=init_strategy, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule, attention=attention, batch_size=batch_size, grad_accum=grad_accum, steps=steps,
         eval_every=eval_every, eval_limit=eval_limit, patience=patience, seed=seed, method=method, loss=loss,
         train_limit=train_limit, max_minutes=max_minutes, data_dir=data_dir, out=out, target_sentinel=target_sentinel,
     )

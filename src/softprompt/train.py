@@ -202,7 +202,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss_value = 0.0
         for micro in split_micro(split_micro(batch, world)[rank], cfg.grad_accum):
-            with training_attention(fm), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with training_attention(fm, cfg.attention), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 loss = step_loss(fm, [rows[i] for i in micro], prompt, cfg, norm)
             loss.backward()
             loss_value += float(loss.detach())
