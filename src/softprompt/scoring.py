@@ -145,9 +145,9 @@ def prefix_pays_off(prompt_length: int, pairs: Sequence[Encoded]) -> bool:
     """Whether running the prompt once per batch saves enough to beat its extra batch-1 pass.
 
     The shared path saves (B-1)·P token positions but adds a separate pass through every layer, whose many
-    small ops cost time of their own. Measured on a quiet 2-core CPU (bf16, P = 20, B = 8, training step with
-    eager attention, see attention.py): 128-token inputs (saving 11.6% of the tokens) 1.74 s shared vs 2.06 s
-    plain; 300-token inputs (saving 5.5%) 4.48 s vs 4.42 s. Both paths give the same numbers (tested), so
+    small ops cost time of their own. Measured on a quiet 2-core CPU (bf16, P = 20, B = 8, one training step):
+    128-token inputs (saving 11.6% of the tokens) 1.74 s shared vs 2.06 s plain with eager attention, 2.20 s
+    shared vs 2.24 s plain with SDPA; 300-token inputs (saving 5.5%, eager) 4.48 s vs 4.42 s. Both paths give the same numbers (tested), so
     this is purely a speed choice: share when the saving is over 8%.
     """
     batch = len(pairs)
