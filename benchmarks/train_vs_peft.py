@@ -52,8 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_vs_peft.json"
 TAG = "@@ "  # worker -> parent result lines on stdout
 BATCH, PROMPT_LEN, THREADS = 8, 20, 2
-PEFT_LR = 3e-2
-ATTENTION = os.environ.get("SOFTPROMPT_BENCH_ATTENTION") or None  # eager: what --attention eager trains with  # PEFT's prompt-tuning guide: AdamW, lr 3e-2, linear schedule without warm-up
+PEFT_LR = 3e-2  # PEFT's prompt-tuning guide: AdamW, lr 3e-2, linear schedule without warm-up
+ATTENTION = os.environ.get("SOFTPROMPT_BENCH_ATTENTION") or None  # eager: what `train --attention eager` uses
 
 
 # ---------------------------------------------------------------------------------------------- data

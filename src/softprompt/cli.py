@@ -164,7 +164,8 @@ def train(
 
     flags = dict(
         task=task, task_file=str(task_file) if task_file else None, model=model, prompt_length=prompt_length,
-        init=init_strategy, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule, attention=attention, batch_size=batch_size, grad_accum=grad_accum, steps=steps,
+        init=init_strategy, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule, attention=attention,
+        batch_size=batch_size, grad_accum=grad_accum, steps=steps,
         eval_every=eval_every, eval_limit=eval_limit, patience=patience, seed=seed, method=method, loss=loss,
         train_limit=train_limit, max_minutes=max_minutes, data_dir=data_dir, out=out, target_sentinel=target_sentinel,
     )

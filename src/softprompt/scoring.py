@@ -147,8 +147,8 @@ def prefix_pays_off(prompt_length: int, pairs: Sequence[Encoded]) -> bool:
     The shared path saves (B-1)·P token positions but adds a separate pass through every layer, whose many
     small ops cost time of their own. Measured on a quiet 2-core CPU (bf16, P = 20, B = 8, one training step):
     128-token inputs (saving 11.6% of the tokens) 1.74 s shared vs 2.06 s plain with eager attention, 2.20 s
-    shared vs 2.24 s plain with SDPA; 300-token inputs (saving 5.5%, eager) 4.48 s vs 4.42 s. Both paths give the same numbers (tested), so
-    this is purely a speed choice: share when the saving is over 8%.
+    shared vs 2.24 s plain with SDPA; 300-token inputs (saving 5.5%, eager) 4.48 s vs 4.42 s. Both paths give
+    the same numbers (tested), so this is purely a speed choice: share when the saving is over 8%.
     """
     batch = len(pairs)
     plain = batch * prompt_length + sum(len(p.input_ids) + len(p.target_ids) for p in pairs)

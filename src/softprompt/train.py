@@ -181,8 +181,8 @@ def train(
         cfg.save(out / "config.yaml")
         if not resume:
             _truncate_log(out / "metrics.jsonl", 0)  # a fresh start in a used folder must not append to its log
-        if prompt is not None and not resume:
-            prompt.save(out / "init.safetensors")  # the untrained prompt: interpretability compares before/after
+            if prompt is not None:
+                prompt.save(out / "init.safetensors")  # the untrained prompt: interpretability compares before/after
     checkpoint_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps
 
     # 4. The loop.
@@ -218,7 +218,8 @@ def train(
                 f"loss became {loss_value} at step {counters['step'] + 1}; the last good checkpoint is {checkpoint}. "
                 "Lower --lr or use --optimizer adamw, then --resume or start again."
             )
-        set_lr(optimizer, cfg.lr_at(counters["step"]))
+        lr = cfg.lr_at(counters["step"])
+        set_lr(optimizer, lr)
         optimizer.step()
         if not all(torch.isfinite(p).all() for p in named.values()):
             raise TrainingError(
@@ -228,7 +229,7 @@ def train(
         counters["step"] += 1
         counters["batch"] += 1
         step = counters["step"]
-        record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": cfg.lr_at(counters["step"] - 1),
+        record: dict[str, Any] = {"step": step, "loss": loss_value, "lr": lr,
                                   "examples_per_s": len(batch) / max(time.time() - tick, 1e-9)}
 
         # 4c. Evaluate, keep the best, stop early when patience or the time budget runs out.

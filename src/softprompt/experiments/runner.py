@@ -10,6 +10,7 @@ Results are written atomically: a killed run never leaves a half-written result 
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -109,6 +110,7 @@ def run_variants(
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     models = ModelCache(loader)  # type: ignore[arg-type]
     summary = RunSummary()
+    _git_commit()  # read now: results record the commit whose code this process runs
     for number, variant in enumerate(variants, 1):
         where = f"[{number}/{len(variants)}] {variant.study}/{variant.id}"
         target = layout.result_path(variant)
@@ -138,8 +140,10 @@ def run_variants(
     return summary
 
 
+@functools.cache
 def _git_commit() -> str | None:
-    """The checkout's commit, so a result says which code produced it (None outside a git checkout)."""
+    """The checkout's commit when the suite started, so a result says which code produced it (the code is
+    imported once; a commit made while a long suite runs does not change it). None outside a git checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
                              cwd=Path(__file__).parent, timeout=10)
