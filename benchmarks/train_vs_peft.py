@@ -53,7 +53,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "train_vs_peft.json"
 TAG = "@@ "  # worker -> parent result lines on stdout
 BATCH, PROMPT_LEN, THREADS = 8, 20, 2
 PEFT_LR = 3e-2  # PEFT's prompt-tuning guide: AdamW, lr 3e-2, linear schedule without warm-up
-ATTENTION = os.environ.get("SOFTPROMPT_BENCH_ATTENTION") or None  # eager: what `train --attention eager` uses
+# The CPU attention kernel ours trains with: train's default ("split") unless the environment names another
+# (eager | sdpa), to compare kernels with the same benchmark.
+ATTENTION = os.environ.get("SOFTPROMPT_BENCH_ATTENTION") or "split"
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -393,6 +395,7 @@ def parent(args: argparse.Namespace) -> None:
                            f"{PEFT_LR} + linear schedule, left-padded to max_length",
                    "ours": "bf16 frozen model, fp32 prompt, target_logprobs (head at targets, shared prefix), "
                            "Adafactor(lr=0.3, beta2_decay=-0.8, weight_decay=1e-5), dynamic padding",
+                   "ours_attention": ATTENTION,
                    "flops_counting": "4·N_nonembed·tokens + 4·H·V·targets (fwd + input-grad bwd; tokens = P once "
                                      "+ B × padded length; attention scores not counted)"},
         "gemm_2048_peak": peaks,

@@ -133,7 +133,7 @@ def train(
     optimizer: Annotated[str | None, typer.Option(help="adafactor (paper) | adamw")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (paper: 0.3 with Adafactor).")] = None,
     lr_schedule: Annotated[str | None, typer.Option(help="constant (paper) | linear (to 0 at --steps)")] = None,
-    attention: Annotated[str | None, typer.Option(help="CPU training attention: sdpa (default) | eager (faster backward)")] = None,
+    attention: Annotated[str | None, typer.Option(help="CPU training attention: split (default: SDPA forward, fast matmul backward) | sdpa | eager")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Examples per step (paper: 32).")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,

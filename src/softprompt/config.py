@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from softprompt.attention import KERNELS
+
 
 class Method(StrEnum):
     PROMPT_TUNING = "prompt-tuning"
@@ -102,10 +104,11 @@ class TrainConfig:
     """Where the benchmark files are (else $SOFTPROMPT_DATA, else ../shared/data)."""
     out: str = "runs/latest"
     """Output directory: prompt.safetensors (best), last.safetensors, metrics.jsonl, config.yaml, summary.json."""
-    attention: str | None = None
-    """Attention kernel while training on CPU: None keeps the model's (SDPA); "eager" has a much cheaper CPU
-    backward (2.24 -> 1.74 s per 128-token step with the shared prefix) but was less stable with the paper's
-    Adafactor in two runs (see attention.py)."""
+    attention: str | None = "split"
+    """Attention kernel while training on CPU: "split" (SDPA's fused forward, bit for bit, with a matmul
+    backward: split_attention.py), "sdpa" (fused forward and PyTorch's slow CPU backward), "eager"
+    (matmul + softmax both ways: as fast as split, but its bf16 forward changed two runs, see attention.py);
+    None keeps the model's own. GPUs always keep the model's own."""
     threads: int | None = None
     """torch threads (default: the physical cores)."""
 
@@ -113,8 +116,8 @@ class TrainConfig:
         self.method = Method(self.method)
         self.optimizer = Optimizer(self.optimizer)
         self.lr_schedule = Schedule(self.lr_schedule)
-        if self.attention not in (None, "eager", "sdpa"):
-            raise ConfigError(f"attention must be eager or sdpa, got {self.attention!r}")
+        if self.attention is not None and self.attention not in KERNELS:
+            raise ConfigError(f"attention must be one of {', '.join(KERNELS)}, got {self.attention!r}")
         self.loss = Loss(self.loss)
         if not self.task and not self.task_file:
             raise ConfigError("give a task: --task NAME (e.g. sst2) or --task-file my_task.yaml")
