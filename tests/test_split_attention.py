@@ -82,3 +82,30 @@ def test_without_gradients_it_is_plain_sdpa(monkeypatch):
     with torch.no_grad(), training_attention(fm, "split"):
         target_logprobs(fm, pairs, prompt)
     assert calls == []
+
+
+def test_gemma3_sliding_window_and_padding_match_sdpa():
+    # Gemma-3 (the second model family): sliding-window layers, one KV head, its own query scaling.
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from softprompt.split_attention import KERNEL_NAME
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=8, sliding_window=4, max_position_embeddings=64,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+    )
+    model = Gemma3ForCausalLM(config)
+    embeds = torch.randn(2, 10, 32, requires_grad=True)
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 7:] = 0  # right padding
+    results = []
+    for kernel in ("sdpa", KERNEL_NAME):
+        model.set_attn_implementation(kernel)
+        embeds.grad = None
+        logits = model(inputs_embeds=embeds, attention_mask=mask).logits
+        (logits[0].sum() + logits[1, :7].sum()).backward()
+        results.append((logits[0].detach(), logits[1, :7].detach(), embeds.grad.clone()))
+    for ours, ref in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
