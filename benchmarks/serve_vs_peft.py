@@ -210,6 +210,8 @@ def main() -> None:
         "requests": n, "prompt_length": args.prompt_length,
         "seconds": times, "examples_per_s": {k: n / v for k, v in best.items()},
         "engine_vs_peft": best["peft"] / best["engine"], "engine_vs_uncached": best["uncached"] / best["engine"],
+        # Per round (systems run back to back): the spread shows the machine's noise, ±15% here.
+        "engine_vs_peft_by_round": [p / e for e, p in zip(times["engine"], times["peft"], strict=True)],
         "max_abs_score_diff": {"engine_vs_uncached": max_diff(scores["engine"], scores["uncached"]),
                                "engine_vs_peft": max_diff(scores["engine"], scores["peft"])},
         "label_agreement": {"engine_vs_uncached": agreement(scores["engine"], scores["uncached"]),
