@@ -109,3 +109,23 @@ def test_gemma3_sliding_window_and_padding_match_sdpa():
         results.append((logits[0].detach(), logits[1, :7].detach(), embeds.grad.clone()))
     for ours, ref in zip(results[1], results[0], strict=True):
         torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_under_cpu_autocast_it_matches_sdpa_on_an_fp32_model():
+    # Model tuning trains an fp32 copy under bf16 autocast, where q/k and v can reach attention in different
+    # dtypes; SDPA is autocast to bf16, and the split kernel must do the same (it once raised instead).
+    fm = tiny_causal()
+    fm.model.set_attn_implementation("sdpa")
+    pairs = [encode_pair(fm, t, "positive", append_eos=True) for t in TEXTS]
+    losses, grads = [], []
+    for kernel in (None, "split"):
+        fm.model.zero_grad(set_to_none=True)
+        for p in fm.model.parameters():
+            p.requires_grad_(True)
+        with training_attention(fm, kernel), torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = -torch.cat(target_logprobs(fm, pairs, None)).sum()
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(fm.model.model.layers[0].self_attn.q_proj.weight.grad.clone())
+    assert torch.equal(losses[0], losses[1])
+    assert (grads[1] - grads[0]).norm() / grads[0].norm() < 0.05

@@ -78,6 +78,10 @@ def split_attention_forward(
     if not needs_grad or unsupported:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
+    # Under CPU autocast (model tuning trains an fp32 copy) q/k may come out of the rotary embedding in fp32
+    # and v in bf16: F.scaled_dot_product_attention is autocast to one dtype, the raw kernel below is not.
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+    query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     q_len, kv_len = query.shape[2], key.shape[2]

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from softprompt import __version__
 from softprompt.experiments.studies import Kind, Study, Variant
 from softprompt.frozen import FrozenModel
@@ -195,7 +197,12 @@ def _train_once(cfg: Any, fm: FrozenModel | None) -> dict[str, Any]:
     done = out / "summary.json"
     if not done.is_file():
         train(cfg, fm=fm, resume=(out / CHECKPOINT_NAME).is_file(), progress=False)
-    return json.loads(done.read_text())
+    summary = json.loads(done.read_text())
+    # The CPU attention kernel the run trained with, from its own saved config (runs made before the
+    # setting existed have none: they trained with whatever that commit's default was).
+    saved = yaml.safe_load((out / "config.yaml").read_text()) if (out / "config.yaml").is_file() else {}
+    summary["attention"] = (saved or {}).get("attention")
+    return summary
 
 
 def best_eval(out: Path, step: int | None) -> dict[str, float]:
@@ -240,6 +247,7 @@ def run_prompt_tuning(variant: Variant, layout: Layout, models: ModelCache, data
     prompt = SoftPrompt.load(out / "prompt.safetensors", model=fm)
     limit = variant.budget.get("eval_limit", 300)
     result: dict[str, Any] = {"steps": summary["steps_done"], "best_step": summary["best_step"],
+                              "train_attention": summary["attention"],
                               "metrics": _in_domain(variant, out, summary, data_dir)}
     if variant.eval_tasks:
         result["transfer"] = {t: _evaluate(fm, t, variant, data_dir, limit, prompt=prompt) for t in variant.eval_tasks}
@@ -257,6 +265,7 @@ def run_model_tuning(variant: Variant, layout: Layout, models: ModelCache, data_
     trained = (out / "summary.json").is_file()
     summary = _train_once(cfg, None if trained else models.loader(variant.model, dtype="fp32"))
     result: dict[str, Any] = {"steps": summary["steps_done"], "best_step": summary["best_step"],
+                              "train_attention": summary["attention"],
                               "metrics": _in_domain(variant, out, summary, data_dir)}
     if variant.eval_tasks:
         tuned = models.loader(str(out / "model"))  # the best checkpoint, not the last weights
