@@ -91,6 +91,7 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
 
     pt = json.loads((root / "results" / "alpha" / "tiny__sst2__pt__p4__class-labels__s0.json").read_text())
     assert pt["method"] == "prompt-tuning" and pt["steps"] == 2 and pt["metrics"]["examples"] == 8
+    assert pt["train_attention"] == "split"  # the kernel the run trained with, from its config.yaml
     assert 0.0 <= pt["metrics"]["main"] <= 1.0 and pt["metrics"]["main_metric"] == "accuracy"
     inter = pt["interpretation"]
     assert inter["init"]["summary"]["positions"] == 4 and len(inter["trained"]["neighbours"][0]) == 5
