@@ -48,6 +48,8 @@ from typing import Any
 
 import torch
 
+from softprompt.config import TrainConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_vs_peft.json"
 TAG = "@@ "  # worker -> parent result lines on stdout
@@ -55,7 +57,7 @@ BATCH, PROMPT_LEN, THREADS = 8, 20, 2
 PEFT_LR = 3e-2  # PEFT's prompt-tuning guide: AdamW, lr 3e-2, linear schedule without warm-up
 # The CPU attention kernel ours trains with: train's default ("split") unless the environment names another
 # (eager | sdpa), to compare kernels with the same benchmark.
-ATTENTION = os.environ.get("SOFTPROMPT_BENCH_ATTENTION") or "split"
+ATTENTION = os.environ.get("SOFTPROMPT_BENCH_ATTENTION") or TrainConfig.attention
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -53,6 +53,18 @@ def test_cached_scores_equal_uncached_fp32(add_bos):
         assert abs(sum(got.probs.values()) - 1) < 1e-6
 
 
+def test_scores_do_not_depend_on_how_many_positions_share_an_lm_head_call(monkeypatch):
+    import softprompt.serve.engine as engine_module
+
+    fm = tiny_causal()
+    engine, _ = _engine(fm)
+    together = engine.score(TEXTS)  # every scored position in one head call
+    monkeypatch.setattr(engine_module, "HEAD_ROWS", 2)  # head calls of 2 rows: multi-token words split
+    apart = engine.score(TEXTS)
+    torch.testing.assert_close(torch.tensor([x for r in apart for x in r]),
+                               torch.tensor([x for r in together for x in r]), atol=1e-4, rtol=0)  # fp32 GEMM blocking
+
+
 def test_cached_scores_equal_uncached_bf16():
     fm = tiny_causal(dtype=torch.bfloat16)
     engine, prompts = _engine(fm)

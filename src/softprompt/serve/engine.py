@@ -41,6 +41,8 @@ from softprompt.serve.layout import (
     split_by_length,
 )
 
+HEAD_ROWS = 512  # scored positions per LM-head call: [512, V] fp32 logits are ~100 MB for SmolLM2
+
 
 class EngineError(ValueError):
     """A request the engine cannot serve (unknown task, no label words); the message says which."""
@@ -249,17 +251,19 @@ class Engine:
             self._check_fits(s.length, len(ids[i]), max(len(t) for t in targets[i]))
         # Forwards of similar-length requests carry little padding; results go back to request order.
         lengths = [len(ids[i]) + sum(len(t) - 1 for t in targets[i]) for i in range(len(reqs))]
-        order: list[int] = []
-        picked: list[torch.Tensor] = []
-        for chunk in split_by_length(lengths, self.batch_size):
-            picked.append(self._scored_states([ids[i] for i in chunk], [targets[i] for i in chunk],
+        groups = [(chunk, self._scored_states([ids[i] for i in chunk], [targets[i] for i in chunk],
                                               [states[i] for i in chunk]))
-            order += chunk
-        # One LM head for every scored position of the call: the head's weights ([V, H], 57 MB in bf16 for
-        # SmolLM2) are read once instead of once per forward.
-        logprobs = F.log_softmax(head_logits(self.fm, torch.cat(picked)), dim=-1)  # [N, V]
-        gold = torch.tensor([t for i in order for w in targets[i] for t in w], device=self.fm.device)
-        token_lp = logprobs.gather(1, gold[:, None])[:, 0].tolist()
+                  for chunk in split_by_length(lengths, self.batch_size)]
+        order = [i for chunk, _ in groups for i in chunk]
+        hidden = torch.cat([h for _, h in groups])  # [N, H]: every scored position of the call
+        gold = torch.tensor([t for i in order for w in targets[i] for t in w], device=self.fm.device)  # [N]
+        # The LM head over many forwards' positions at once: its weights ([V, H], 57 MB in bf16 for SmolLM2)
+        # are read once per HEAD_ROWS positions, not once per forward; the bound keeps the fp32 logits of one
+        # huge call (an HTTP job of thousands of inputs) at ~100 MB.
+        token_lp: list[float] = []
+        for start in range(0, len(hidden), HEAD_ROWS):
+            logprobs = F.log_softmax(head_logits(self.fm, hidden[start: start + HEAD_ROWS]), dim=-1)  # [n, V]
+            token_lp += logprobs.gather(1, gold[start: start + HEAD_ROWS, None])[:, 0].tolist()
         result: list[list[float]] = [[] for _ in reqs]
         k = 0
         for i in order:
