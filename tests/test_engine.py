@@ -167,3 +167,36 @@ def test_split_by_length_covers_every_request_once_within_the_batch_limit():
     assert all(1 <= len(g) <= 4 for g in groups)
     assert {1, 7} in [set(g) for g in groups]  # the two long inputs share a forward, apart from the short ones
     assert split_by_length([5, 5, 5], max_batch=8) == [[0, 1, 2]]
+
+
+def test_pack_rows_keeps_tasks_apart_within_capacity():
+    from softprompt.serve.layout import pack_rows
+
+    lengths = [10, 256, 12, 23, 150, 26, 41, 256, 45, 49]
+    keys = ["a", "b", "a", "a", "b", "a", "c", "b", "a", "c"]
+    rows = pack_rows(lengths, keys, capacity=100)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(len({keys[i] for i in row}) == 1 for row in rows)  # one prefix per row
+    assert all(sum(lengths[i] for i in row) <= 100 for row in rows if len(row) > 1)
+    assert [1] in rows and [7] in rows  # longer than the capacity: a row of its own
+    assert len([row for row in rows if keys[row[0]] == "a"]) == 2  # the five 'a's (116 tokens) fill two rows
+    assert [9, 6] in rows  # the two 'c's (90 tokens) share one
+
+
+def test_packed_rows_score_as_one_request_per_row(monkeypatch):
+    """Several requests in one row (block-diagonal mask, positions restarting per request) give the scores of
+    one request per row; TEXTS does pack (its short inputs fit beside each other)."""
+    import softprompt.serve.engine as engine_module
+    from softprompt.serve.layout import pack_rows
+
+    fm = tiny_causal()
+    engine, _ = _engine(fm, batch_size=8)
+    texts = TEXTS + [("sst", ""), ("sst", "ok")]  # an empty input in a packed row reads the prefix's state
+    calls: list[list[list[int]]] = []
+    monkeypatch.setattr(engine_module, "pack_rows", lambda *a, **k: calls.append(pack_rows(*a, **k)) or calls[-1])
+    packed = engine.score(texts)
+    assert any(len(row) > 1 for row in calls[0])
+    monkeypatch.setattr(engine_module, "pack_rows", lambda lengths, keys, capacity: [[i] for i in range(len(lengths))])
+    apart = engine.score(texts)
+    torch.testing.assert_close(torch.tensor([x for r in packed for x in r]),
+                               torch.tensor([x for r in apart for x in r]), atol=1e-4, rtol=0)

@@ -36,6 +36,7 @@ from softprompt.scoring import (
 from softprompt.serve.layout import (
     classify_layout,
     generate_layout,
+    pack_rows,
     padded_prefix_cache,
     segment_mask,
     split_by_length,
@@ -249,11 +250,14 @@ class Engine:
         states = [self._entry(entries, r.task).state for r in reqs]
         for i, s in enumerate(states):
             self._check_fits(s.length, len(ids[i]), max(len(t) for t in targets[i]))
-        # Forwards of similar-length requests carry little padding; results go back to request order.
+        # Requests of one task share rows (packed up to the longest request's length), and rows of similar
+        # length share a forward: little padding, few forwards. Results go back to request order.
         lengths = [len(ids[i]) + sum(len(t) - 1 for t in targets[i]) for i in range(len(reqs))]
-        groups = [(chunk, self._scored_states([ids[i] for i in chunk], [targets[i] for i in chunk],
-                                              [states[i] for i in chunk]))
-                  for chunk in split_by_length(lengths, self.batch_size)]
+        rows = pack_rows(lengths, [id(s) for s in states], capacity=max(lengths, default=1))
+        groups = []
+        for chunk in split_by_length([sum(lengths[i] for i in row) for row in rows], self.batch_size):
+            packed = [rows[r] for r in chunk]
+            groups.append(([i for row in packed for i in row], self._scored_states(packed, ids, targets, states)))
         order = [i for chunk, _ in groups for i in chunk]
         hidden = torch.cat([h for _, h in groups])  # [N, H]: every scored position of the call
         gold = torch.tensor([t for i in order for w in targets[i] for t in w], device=self.fm.device)  # [N]
@@ -273,23 +277,26 @@ class Engine:
         return result
 
     def _scored_states(
-        self, ids: list[list[int]], targets: list[list[list[int]]], states: list[PrefixState]
+        self, rows: list[list[int]], ids: list[list[int]], targets: list[list[list[int]]], states: list[PrefixState]
     ) -> torch.Tensor:
-        """One forward: the hidden states [N, H] that predict every label-word token, in example, word,
-        token order (N = all label-word tokens of the batch)."""
+        """One forward over `rows` (request indices; the requests of a row share one prefix): the hidden states
+        [N, H] that predict every label-word token, in row, request, word, token order."""
         fm = self.fm
-        layout = classify_layout(ids, targets, [s.length for s in states], fm.tokenizer.pad_token_id)
-        cache, prefix_mask = padded_prefix_cache(fm, states)
-        mask = segment_mask(prefix_mask, layout.segments.to(fm.device), fm.dtype)
+        row_states = [states[row[0]] for row in rows]
+        layout = classify_layout([[(ids[i], targets[i]) for i in row] for row in rows],
+                                 [s.length for s in row_states], fm.tokenizer.pad_token_id)
+        cache, prefix_mask = padded_prefix_cache(fm, row_states)
+        mask = segment_mask(prefix_mask, layout.owner.to(fm.device), layout.word.to(fm.device), fm.dtype)
         hidden = base_model(fm)(
             inputs_embeds=fm.embed(layout.ids), attention_mask=mask, position_ids=layout.positions.to(fm.device),
             cache=cache, use_cache=True,
-        ).last_hidden_state  # [B, L, H]
-        # Row 0 of each example: its prefix's last state (predicts the first token when the input is empty).
-        hidden = torch.cat([torch.cat([s.last_hidden for s in states]), hidden], dim=1)  # [B, 1+L, H]
-        rows = [b for b, words in enumerate(layout.before) for w in words for _ in w]
-        cols = [c for words in layout.before for w in words for c in w]
-        return hidden[torch.tensor(rows, device=fm.device), torch.tensor(cols, device=fm.device)]  # [N, H]
+        ).last_hidden_state  # [R, L, H]
+        # Column 0 of each row: its prefix's last state (predicts the first token when an input is empty).
+        hidden = torch.cat([torch.cat([s.last_hidden for s in row_states]), hidden], dim=1)  # [R, 1+L, H]
+        picks = [(r, c) for r, words in zip(layout.request_rows, layout.before, strict=True)
+                 for w in words for c in w]
+        index = torch.tensor(picks, device=fm.device).reshape(-1, 2)
+        return hidden[index[:, 0], index[:, 1]]  # [N, H]
 
     # ------------------------------------------------------------------------------------------- generate
 

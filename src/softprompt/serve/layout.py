@@ -10,13 +10,17 @@ tokens. One forward serves the whole batch:
 Masked prefix slots change nothing (attention weight exactly 0), and positions are those the uncached path
 gives, so scores match `scoring.score_choices` with the same prompts (tested).
 
-Classification packs every label word of an example into its one row, after the input:
+Classification packs every label word of a request after its input, and several requests of the same task
+into one row (one prefix per row):
 
-    [ input tokens | word 1 tokens[:-1] | word 2 tokens[:-1] | ... ]
+    [ input 1 | word 1 tokens[:-1] | word 2 tokens[:-1] | input 2 | word 1 tokens[:-1] | ... | padding ]
 
-with a 4D mask in which a label word's tokens see the prefix, the input and earlier tokens of the *same*
-word only. The input runs once for all label words, and the last token of a word is never fed (only the
-state before it is needed), so single-token label words cost nothing beyond the input.
+with a 4D mask in which a token sees the row's prefix and earlier tokens of its *own* request only, and a
+label word's tokens the input and earlier tokens of the *same* word only. The input runs once for all label
+words, and the last token of a word is never fed (only the state before it is needed), so single-token
+label words cost nothing beyond the input. Packing turns a mixed stream (10- to 256-token inputs) into a few
+rows of similar length: little padding, and one forward where unpacked rows of very different lengths need
+several.
 """
 
 from __future__ import annotations
@@ -63,73 +67,116 @@ def _pad_slots(kv: torch.Tensor, p_max: int) -> torch.Tensor:
 
 @dataclass
 class ClassifyLayout:
-    """One classification batch, laid out as in the module docstring.
+    """One classification forward, laid out as in the module docstring: rows of packed requests.
 
     Attributes:
-        ids: token ids [B, L] (right-padded with the pad id).
-        positions: position ids [B, L] (P_b + offset; padding gets P_b).
-        segments: [B, L] 0 = input, c+1 = label word c, -1 = padding.
-        before: per example, per label word, the row index (into [prefix state | tokens], i.e. +1) of the
-            state that predicts each of the word's tokens.
-        targets: per example, per label word, its token ids.
+        ids: token ids [R, L] (R rows, right-padded with the pad id).
+        positions: position ids [R, L] (P_row + offset within the token's own request; padding gets P_row).
+        owner: [R, L] which request of its row a token belongs to (0, 1, ...), -1 = padding.
+        word: [R, L] 0 = input, c+1 = label word c.
+        before: per request (row by row, in row order), per label word, the column index into
+            [prefix state | row tokens] (i.e. token position + 1) of the state that predicts each word token.
+        request_rows: the row of each request, in the order of `before`.
     """
 
     ids: torch.Tensor
     positions: torch.Tensor
-    segments: torch.Tensor
+    owner: torch.Tensor
+    word: torch.Tensor
     before: list[list[list[int]]]
-    targets: list[list[list[int]]]
+    request_rows: list[int]
 
 
 def classify_layout(
-    inputs: Sequence[list[int]], words: Sequence[Sequence[list[int]]], prefix_lengths: Sequence[int], pad_id: int
+    rows: Sequence[Sequence[tuple[list[int], Sequence[list[int]]]]], prefix_lengths: Sequence[int], pad_id: int
 ) -> ClassifyLayout:
-    """Lay out inputs (ids without BOS: it is in the prefix) and each example's label-word token ids."""
-    seqs, segs, poss, before = [], [], [], []
-    for x, targets, p in zip(inputs, words, prefix_lengths, strict=True):
-        seq, seg = list(x), [0] * len(x)
-        pos = [p + t for t in range(len(x))]
-        rows: list[list[int]] = []
-        for c, target in enumerate(targets):
-            start = len(seq)
-            # Token 0 is predicted by the last input state (row len(x) in [prefix state | tokens]; row 0 is
-            # the prefix's own last state, used when the input is empty); token j by word token j-1.
-            rows.append([len(x)] + [start + j + 1 for j in range(len(target) - 1)])
-            seq += target[:-1]
-            seg += [c + 1] * (len(target) - 1)
-            pos += [p + len(x) + j for j in range(len(target) - 1)]
+    """Lay out rows of requests; each request is (input ids without BOS: it is in the prefix, label-word
+    token ids). Every request of a row runs on the row's one prefix (length `prefix_lengths[row]`)."""
+    seqs, owners, wordss, poss, before, request_rows = [], [], [], [], [], []
+    for r, (requests, p) in enumerate(zip(rows, prefix_lengths, strict=True)):
+        seq: list[int] = []
+        own: list[int] = []
+        wrd: list[int] = []
+        pos: list[int] = []
+        for k, (x, targets) in enumerate(requests):
+            offset = len(seq)
+            seq += x
+            own += [k] * len(x)
+            wrd += [0] * len(x)
+            pos += [p + t for t in range(len(x))]
+            # Token 0 of a word is predicted by the request's last input state (column offset + len(x));
+            # column 0, the prefix's own last state, serves a request with an empty input (its row's prefix
+            # is its own). Token j by word token j-1.
+            last = offset + len(x) if x else 0
+            cols: list[list[int]] = []
+            for c, target in enumerate(targets):
+                start = len(seq)
+                cols.append([last] + [start + j + 1 for j in range(len(target) - 1)])
+                seq += target[:-1]
+                own += [k] * (len(target) - 1)
+                wrd += [c + 1] * (len(target) - 1)
+                pos += [p + len(x) + j for j in range(len(target) - 1)]
+            before.append(cols)
+            request_rows.append(r)
         seqs.append(seq)
-        segs.append(seg)
+        owners.append(own)
+        wordss.append(wrd)
         poss.append(pos)
-        before.append(rows)
     length = max(1, max(len(s) for s in seqs))
-    batch = len(seqs)
-    ids = torch.full((batch, length), pad_id, dtype=torch.long)
-    segments = torch.full((batch, length), -1, dtype=torch.long)
+    n = len(seqs)
+    ids = torch.full((n, length), pad_id, dtype=torch.long)
+    owner = torch.full((n, length), -1, dtype=torch.long)
+    word = torch.zeros((n, length), dtype=torch.long)
     positions = torch.tensor([[p] * length for p in prefix_lengths], dtype=torch.long)
-    for b, (seq, seg, pos) in enumerate(zip(seqs, segs, poss, strict=True)):
-        ids[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        segments[b, : len(seg)] = torch.tensor(seg, dtype=torch.long)
-        positions[b, : len(pos)] = torch.tensor(pos, dtype=torch.long)
-    return ClassifyLayout(ids, positions, segments, before, [list(map(list, w)) for w in words])
+    for r in range(n):
+        m = len(seqs[r])
+        ids[r, :m] = torch.tensor(seqs[r], dtype=torch.long)
+        owner[r, :m] = torch.tensor(owners[r], dtype=torch.long)
+        word[r, :m] = torch.tensor(wordss[r], dtype=torch.long)
+        positions[r, :m] = torch.tensor(poss[r], dtype=torch.long)
+    return ClassifyLayout(ids, positions, owner, word, before, request_rows)
 
 
-def segment_mask(prefix_mask: torch.Tensor, segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive attention mask [B, 1, L, P_max + L] (0 = attend, dtype min = blocked).
+def segment_mask(prefix_mask: torch.Tensor, owner: torch.Tensor, word: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive attention mask [R, 1, L, P_max + L] (0 = attend, dtype min = blocked).
 
-    Query q may see: its example's real prefix slots; input tokens k <= q; tokens k <= q of its own label
-    word. Every query also sees itself, so no row is fully masked (padding rows would otherwise give NaN).
-    Additive rather than boolean so both eager and SDPA attention accept it as-is.
+    Query q may see: its row's real prefix slots; tokens k <= q of its own request that are input tokens
+    or tokens of its own label word. Every query also sees itself, so no row is fully masked (padding
+    would otherwise give NaN). Additive rather than boolean so both eager and SDPA attention accept it.
     """
-    length = segments.shape[1]
-    device = segments.device
+    length = owner.shape[1]
+    device = owner.device
     causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()  # [L, L]: k <= q
-    seg_q, seg_k = segments[:, :, None], segments[:, None, :]
-    same_word = (seg_k == 0) | (seg_k == seg_q)
-    allowed = (causal[None] & same_word & (seg_k >= 0)) | torch.eye(length, dtype=torch.bool, device=device)[None]
-    prefix = prefix_mask.bool()[:, None, :].expand(-1, length, -1)  # [B, L, P_max]
-    full = torch.cat([prefix, allowed], dim=2)[:, None]  # [B, 1, L, P_max + L]
+    same_request = (owner[:, None, :] == owner[:, :, None]) & (owner[:, None, :] >= 0)  # [R, L_q, L_k]
+    same_word = (word[:, None, :] == 0) | (word[:, None, :] == word[:, :, None])
+    allowed = (causal[None] & same_request & same_word) | torch.eye(length, dtype=torch.bool, device=device)[None]
+    prefix = prefix_mask.bool()[:, None, :].expand(-1, length, -1)  # [R, L, P_max]
+    full = torch.cat([prefix, allowed], dim=2)[:, None]  # [R, 1, L, P_max + L]
     return torch.zeros(full.shape, dtype=dtype, device=device).masked_fill(~full, torch.finfo(dtype).min)
+
+
+def pack_rows(lengths: Sequence[int], keys: Sequence[object], capacity: int) -> list[list[int]]:
+    """Pack request indices into rows of at most `capacity` tokens, only requests with equal `keys` (the
+    same cached prefix) sharing a row: first-fit over the requests, longest first.
+
+    A forward pays per token slot and per forward; packing short requests together (an SST-2 sentence is
+    ~27 tokens, a BoolQ passage ~150) removes most padding and most forwards. A request longer than
+    `capacity` gets a row of its own.
+    """
+    rows: list[list[int]] = []
+    room: list[int] = []
+    row_key: list[object] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for r in range(len(rows)):
+            if row_key[r] == keys[i] and room[r] >= lengths[i]:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(capacity - lengths[i])
+            row_key.append(keys[i])
+    return rows
 
 
 def generate_layout(
