@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -154,6 +155,14 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _machine() -> dict[str, Any]:
+    """What the wall-clock budgets bought on: a CPU without native bf16 runs the models in fp32, about half
+    as fast (the machines of this project differ: sessions 1-4 had AVX512-BF16, session 5 an AVX2 CPU)."""
+    from softprompt.models import cpu_supports_bf16
+
+    return {"cpu_bf16": cpu_supports_bf16(), "cpus": os.cpu_count()}
+
+
 def _envelope(variant: Variant, result: dict[str, Any], seconds: float) -> dict[str, Any]:
     return {
         "study": variant.study, "variant": variant.id, "model": variant.model, "model_label": variant.model_label,
@@ -161,6 +170,7 @@ def _envelope(variant: Variant, result: dict[str, Any], seconds: float) -> dict[
         "steps": result.pop("steps", 0), "wall_seconds": round(seconds, 1), **result,
         "budget": variant.budget, "instruction": variant.instruction, "quick": variant.quick,
         "fingerprint": variant.fingerprint, "softprompt_version": __version__, "git_commit": _git_commit(),
+        "machine": _machine(),
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": f"softprompt experiments run {variant.study}" + (" --quick" if variant.quick else ""),
     }
