@@ -158,3 +158,12 @@ def test_empty_results_dir_says_not_run_yet(tmp_path: Path, exists: bool) -> Non
     assert text.count("**Not run yet.**") == len(STUDIES)
     assert set(verdicts(text).values()) == {"not enough results"} and len(verdicts(text)) == 10
     assert "Total compute: 0.00 h" in text
+
+
+def test_header_counts_results_by_cpu_kind(tmp_path: Path) -> None:
+    runs = all_results()[:3]
+    runs[0]["machine"] = {"cpu_bf16": True, "cpus": 2}
+    runs[1]["machine"] = {"cpu_bf16": False, "cpus": 2}
+    text = write_report(write_results(tmp_path / "results", runs), tmp_path / "REPORT.md", tmp_path / "plots").read_text()
+    assert "Machines: 1 results on a CPU with native bf16 (the model runs in bf16), 1 on an fp32-only (AVX2) CPU, " \
+           "1 unrecorded" in text

@@ -107,6 +107,15 @@ def _plan_lines(meta: dict[str, dict], loaded: Loaded) -> list[str]:
     ]
 
 
+def _machine_line(results: list[dict]) -> str:
+    """Which CPU kind the results ran on: the 10-minute caps buy about half the steps in fp32 (no native bf16)."""
+    kinds = [(r.get("machine") or {}).get("cpu_bf16") for r in results]
+    bf16, fp32, unknown = kinds.count(True), kinds.count(False), sum(k is None for k in kinds)
+    return (f"- Machines: {bf16} results on a CPU with native bf16 (the model runs in bf16), {fp32} on an fp32-only "
+            f"(AVX2) CPU, {unknown} unrecorded (before the field existed; the sessions that ran them reported bf16 CPUs). Wall-clock "
+            "caps buy about half the steps on the fp32 kind; every result records its steps.")
+
+
 def write_report(results_dir: Path, out_md: Path, plots_dir: Path, studies_meta: dict[str, dict] | None = None) -> Path:
     """Write out_md (markdown) and its PNG plots from results_dir/<study>/<variant>.json; returns out_md.
 
@@ -148,6 +157,7 @@ def write_report(results_dir: Path, out_md: Path, plots_dir: Path, studies_meta:
         f"{len(loaded.unreadable)} unreadable{': ' + ', '.join(loaded.unreadable) if loaded.unreadable else ''}.",
         f"- Total compute: {fmt_hours(sum(float(r.get('wall_seconds') or 0) for r in own))}, the sum of wall_seconds "
         "(a result reused by another study counted once).",
+        _machine_line(own),
         "- Metrics: validation main metric per task as percentages with one decimal; differences in percentage points (pp); "
         "repeated runs of one configuration (seeds) are averaged.",
         *_plan_lines(meta, loaded),

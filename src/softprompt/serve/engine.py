@@ -103,7 +103,8 @@ class Engine:
     Args:
         fm: the frozen model.
         prompts_dir: a directory of `*.safetensors` prompt files; the file stem is the task name.
-        batch_size: examples per forward pass.
+        batch_size: rows per forward pass (a classification row packs one or more short requests of one task;
+            generation runs one request per row).
         max_input_tokens: cut longer inputs (keeping start and end, as training does); None: never cut,
             and inputs that do not fit the context raise `InputTooLongError`.
     """
