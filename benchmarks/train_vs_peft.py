@@ -389,7 +389,7 @@ def parent(args: argparse.Namespace) -> None:
     print("measuring the GEMM peak ...", file=sys.stderr, flush=True)
     # The peak of the dtype ours runs in: bf16 where the CPU has native bf16 matmuls, else fp32 (emulated bf16
     # runs at ~1 GFLOP/s on an AVX2 CPU: measuring it would take many minutes and mean nothing).
-    model_dtype = "bf16" if cpu_supports_bf16() else "fp32"
+    model_dtype, model_torch_dtype = ("bf16", torch.bfloat16) if cpu_supports_bf16() else ("fp32", torch.float32)
     peaks = {"fp32": gemm_peak(torch.float32)}
     if model_dtype == "bf16":
         peaks["bf16"] = gemm_peak(torch.bfloat16)
@@ -440,7 +440,7 @@ def parent(args: argparse.Namespace) -> None:
             print(f"[accuracy] {key} {acc[key]['accuracy']:.3f}", file=sys.stderr, flush=True)
             result["accuracy"] = acc
             save()
-    result["gemm_2048_peak_at_end"] = {model_dtype: gemm_peak(torch.bfloat16 if model_dtype == "bf16" else torch.float32)}
+    result["gemm_2048_peak_at_end"] = {model_dtype: gemm_peak(model_torch_dtype)}
     result["load_average"] = {"start": [round(x, 2) for x in load_start],
                               "end": [round(x, 2) for x in os.getloadavg()]}
     result["wall_seconds"] = round(time.time() - started)

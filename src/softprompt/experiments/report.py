@@ -112,8 +112,8 @@ def _machine_line(results: list[dict]) -> str:
     kinds = [(r.get("machine") or {}).get("cpu_bf16") for r in results]
     bf16, fp32, unknown = kinds.count(True), kinds.count(False), sum(k is None for k in kinds)
     return (f"- Machines: {bf16} results on a CPU with native bf16 (the model runs in bf16), {fp32} on an fp32-only "
-            f"(AVX2) CPU, {unknown} unrecorded (before the field existed; the sessions that ran them reported bf16 CPUs). Wall-clock "
-            "caps buy about half the steps on the fp32 kind; every result records its steps.")
+            f"(AVX2) CPU, {unknown} unrecorded (before the field existed; the sessions that ran them reported bf16 "
+            "CPUs). Wall-clock caps buy about half the steps on the fp32 kind; every result records its steps.")
 
 
 def write_report(results_dir: Path, out_md: Path, plots_dir: Path, studies_meta: dict[str, dict] | None = None) -> Path:

@@ -157,7 +157,7 @@ def _git_commit() -> str | None:
 
 def _machine() -> dict[str, Any]:
     """What the wall-clock budgets bought on: a CPU without native bf16 runs the models in fp32, about half
-    as fast (the machines of this project differ: sessions 1-4 had AVX512-BF16, session 5 an AVX2 CPU)."""
+    as fast (the machines of this project differ: earlier sessions reported AVX512-BF16, session 5 had AVX2)."""
     from softprompt.models import cpu_supports_bf16
 
     return {"cpu_bf16": cpu_supports_bf16(), "cpus": os.cpu_count()}
