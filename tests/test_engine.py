@@ -101,6 +101,8 @@ def test_per_request_label_words_and_errors():
     engine.add("bare", make_prompt(fm, 3, "random-uniform"))  # no label words anywhere
     with pytest.raises(EngineError, match="no label words"):
         engine.classify([("bare", "x")])
+    # an empty call is answered, not failed
+    assert engine.classify([]) == [] and engine.score([]) == [] and engine.generate([]) == []
 
 
 @pytest.mark.parametrize("add_bos", [True, False])

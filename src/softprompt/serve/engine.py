@@ -228,6 +228,8 @@ class Engine:
 
     @torch.no_grad()
     def _score(self, reqs: list[ClassifyRequest]) -> tuple[list[list[str]], list[list[float]]]:
+        if not reqs:  # nothing to run (a forward over zero rows would fail inside torch.cat)
+            return [], []
         entries = self._entries  # one snapshot: a concurrent reload cannot change tasks mid-call
         words = []
         for r in reqs:
@@ -309,6 +311,8 @@ class Engine:
         Stops at EOS, or a newline when `stop_at_newline`, exactly as `scoring.generate` does.
         """
         reqs = [r if isinstance(r, GenerateRequest) else GenerateRequest(*r) for r in requests]
+        if not reqs:
+            return []
         entries = self._entries
         prompts = [self._entry(entries, r.task).prompt for r in reqs]
         out: list[str] = [""] * len(reqs)
