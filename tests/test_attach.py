@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny_causal, tiny_seq2seq
+from tiny import tiny_causal, tiny_gemma3, tiny_seq2seq
 
 from softprompt.attach import attach, attach_causal
 from softprompt.init import make_prompt
@@ -94,10 +94,11 @@ def test_left_and_right_padding_give_the_same_causal_logprobs(add_bos):
         torch.testing.assert_close(a, single, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("add_bos", [True, False])
-def test_shared_prefix_path_equals_the_plain_path_in_value_and_gradient(add_bos):
-    """One prompt for the batch runs once (prefix.py); per-example copies take the gather path."""
-    fm = tiny_causal(add_bos=add_bos)
+@pytest.mark.parametrize("model", ["llama-bos", "llama", "gemma3"])
+def test_shared_prefix_path_equals_the_plain_path_in_value_and_gradient(model):
+    """One prompt for the batch runs once (prefix.py); per-example copies take the gather path. Gemma-3's
+    sliding window (4) is shorter than BOS + prompt, so its sliding cache layers must drop the same keys."""
+    fm = tiny_gemma3() if model == "gemma3" else tiny_causal(add_bos=model == "llama-bos")
     prompt = make_prompt(fm, 6, "random-uniform", seed=2)
     pairs = [encode_pair(fm, t, "positive") for t in TEXTS]
     shared = target_logprobs(fm, pairs, prompt)

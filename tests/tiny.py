@@ -1,6 +1,6 @@
 """Tiny random models built from a config, with a real BPE tokenizer trained in memory.
 
-They run the same code paths as the real models (Llama, T5) in milliseconds, so most tests use them.
+They run the same code paths as the real models (Llama, Gemma-3, T5) in milliseconds, so most tests use them.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
@@ -57,6 +59,20 @@ def tiny_causal(add_bos: bool = True, seed: int = 0, dtype: torch.dtype = torch.
     )
     model = LlamaForCausalLM(config).to(dtype)
     return FrozenModel(model, tokenizer, name=f"tiny-llama-{seed}")
+
+
+def tiny_gemma3(seed: int = 0, sliding_window: int = 4) -> FrozenModel:
+    """A 4-layer Gemma-3 (H=32, one KV head, √H-scaled embeddings) whose sliding window is shorter than a
+    prompt, so its sliding-window cache layers are exercised; BOS-adding tokenizer."""
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer(add_bos=True)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=8, sliding_window=sliding_window,
+        max_position_embeddings=256, layer_types=["sliding_attention", "full_attention"] * 2,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    return FrozenModel(Gemma3ForCausalLM(config), tokenizer, name=f"tiny-gemma3-{seed}")
 
 
 def tiny_seq2seq(seed: int = 0) -> FrozenModel:
