@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import tiny_causal
+from tiny import tiny_causal, tiny_gemma3
 
 import softprompt.scoring as scoring
 from softprompt.attention import training_attention
@@ -86,17 +86,9 @@ def test_without_gradients_it_is_plain_sdpa(monkeypatch):
 
 def test_gemma3_sliding_window_and_padding_match_sdpa():
     # Gemma-3 (the second model family): sliding-window layers, one KV head, its own query scaling.
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
     from softprompt.split_attention import KERNEL_NAME
 
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=1, head_dim=8, sliding_window=4, max_position_embeddings=64,
-        layer_types=["sliding_attention", "full_attention"] * 2,
-    )
-    model = Gemma3ForCausalLM(config)
+    model = tiny_gemma3(sliding_window=4).model
     embeds = torch.randn(2, 10, 32, requires_grad=True)
     mask = torch.ones(2, 10, dtype=torch.long)
     mask[1, 7:] = 0  # right padding
