@@ -132,6 +132,15 @@ def test_flipped_methods_do_not_hold(tmp_path: Path) -> None:
     assert text.count("**Not run yet.**") == len(STUDIES) - 1
 
 
+def test_methods_mean_row_averages_the_same_tasks_in_every_column(tmp_path: Path) -> None:
+    # WiC has no few-shot result: averaging each column over the tasks it has would put a 2-task mean
+    # (few-shot) beside 3-task means; the row must average SST-2 and RTE only, in every column.
+    results = [r for r in methods_results(pt=0.8, gemma_gap=0.05) if r["model"] == "default"]
+    results += [result("methods", f"default__wic__{m}", "wic", m, 0.1) for m in ("zero-shot", "prompt-tuning", "model-tuning")]
+    text = write_report(write_results(tmp_path / "results", results), tmp_path / "REPORT.md", tmp_path / "plots").read_text()
+    assert "| **mean** (2 of 3 tasks: those with every method) | 50.0 | 60.0 | 80.0 | 90.0 |" in text
+
+
 def test_plots_exist_for_studies_with_data(full: tuple[Path, str]) -> None:
     root, text = full
     for name in ("methods_smollm2-135m", "methods_gemma-3-270m", "length", "init", "transfer", "cost"):

@@ -100,11 +100,14 @@ def best_of(cells: dict[Any, float], task: str, methods: Sequence[str]) -> float
 
 
 def methods_table(model: str, cells: dict[Any, float], ctx: Ctx) -> list[str]:
-    """One model's task x method table (mean over tasks as the last row) and its grouped-bar plot."""
+    """One model's task x method table (last row: the mean over the tasks with every method) and its bar plot."""
     tasks = sorted({t for t, _ in cells})
     cols = sorted({c for _, c in cells}, key=lambda c: (METHOD_ORDER.index(c.split()[0]) if c.split()[0] in METHOD_ORDER else 9, c))
     rows = [[t, *(pct(cells.get((t, c))) for c in cols)] for t in tasks]
-    rows.append(["**mean**", *(pct(mean(cells.get((t, c)) for t in tasks)) for c in cols)])
+    # The mean runs over the tasks that have every column, so that the columns average the same tasks.
+    complete = [t for t in tasks if all(cells.get((t, c)) is not None for c in cols)]
+    rows.append([f"**mean** ({len(complete)} of {len(tasks)} tasks: those with every method)",
+                 *(pct(mean(cells.get((t, c)) for t in complete)) for c in cols)])
     slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
     return [f"### {model}", "", *table(["task", *cols], rows), ctx.figure(
         f"methods_{slug}.png", f"methods, {model}", lambda p: plots.grouped_bars(
