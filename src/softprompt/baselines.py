@@ -17,7 +17,8 @@ text-to-text input): without it a frozen LM reads "sentence: ... ." as finished 
 greedy decoding would never reach the label word.
 
 The same k shots (drawn once, seeded) serve every evaluated example, so results are reproducible and the
-shared prefix costs the same for each. Shots are separated by a blank line; generation stops at the first
+design text is a token prefix common to every input: scoring runs it once per batch and puts each input on
+top of its keys/values (`scoring.common_prefix_length`), as it does for a soft prompt. Shots are separated by a blank line; generation stops at the first
 newline, so a model that continues the pattern stops after its answer.
 """
 

@@ -3,7 +3,8 @@
 The one primitive is `target_logprobs`: per-token log-probabilities of each example's target given its
 prompt and input. Training's loss and evaluation's rank classification both call it, so what is trained is
 exactly what is scored. The LM head runs only at target positions: on a 49k vocabulary the head over all
-P+T positions would cost more than the 30 transformer layers.
+P+T positions would cost more than the 30 transformer layers. Whatever every row of a batch starts with, a
+shared soft prompt or a long common run of tokens (a few-shot design), runs once at batch size 1 (prefix.py).
 
 Target tokenization: a target is tokenized as `" " + target` when the input does not end in whitespace
 (label words are words that follow the input); seq2seq targets get the tokenizer's EOS as T5 does.
@@ -103,6 +104,13 @@ def target_logprobs(fm: FrozenModel, pairs: Sequence[Encoded], prompts: PromptSp
     if (shared is not None and prefix_pays_off(prompt_rows[0].shape[0], pairs)
             and all(p.input_ids[:1] == [bos] for p in pairs if bos is not None)):
         return _shared_prefix_logprobs(fm, pairs, prompt_rows[0], bos)
+    if all(p is None for p in prompt_rows):
+        common = common_prefix_length(pairs)
+        rest = [Encoded(p.input_ids[common:], p.target_ids) for p in pairs]
+        if common >= MIN_COMMON_TOKENS and prefix_pays_off(common, rest):
+            # The shared tokens (BOS included) act as a prefix of embeddings: same ids, same states.
+            prefix = fm.embed(torch.tensor([pairs[0].input_ids[:common]]))[0]
+            return _shared_prefix_logprobs(fm, rest, prefix, None)
     ids, mask = pad([p.input_ids + p.target_ids for p in pairs], fm.tokenizer.pad_token_id)
     att = attach_causal(fm.embed(ids), mask.to(fm.device), prompt_rows, after_bos=fm.adds_bos)
     base = getattr(fm.model, fm.model.base_model_prefix)
@@ -139,6 +147,23 @@ def shared_prompt(prompts: PromptSpec, batch: int) -> SoftPrompt | torch.Tensor 
     if prompts is not None and batch and prompts[0] is not None and all(p is prompts[0] for p in prompts):
         return prompts[0]
     return None
+
+
+# A common token prefix shorter than this is not worth a separate pass (zero-shot inputs share only BOS and a
+# field name such as "premise:"; a few-shot design shares its instruction and every solved example).
+MIN_COMMON_TOKENS = 16
+
+
+def common_prefix_length(pairs: Sequence[Encoded]) -> int:
+    """How many leading input tokens every pair has in common (the few-shot design text, BOS included)."""
+    if not pairs:
+        return 0
+    first = pairs[0].input_ids
+    n = min(len(p.input_ids) for p in pairs)
+    for p in pairs[1:]:
+        ids = p.input_ids
+        n = next((i for i in range(n) if ids[i] != first[i]), n)
+    return n
 
 
 def prefix_pays_off(prompt_length: int, pairs: Sequence[Encoded]) -> bool:
