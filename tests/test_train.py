@@ -141,3 +141,23 @@ def test_time_budget_stops_after_evaluating_and_checkpointing(tmp_path):
     assert result.steps_done == 1 and result.best_step == 1  # evaluated at the stop, not lost
     assert (result.out_dir / "checkpoint.safetensors").is_file() and (result.out_dir / "prompt.safetensors").is_file()
     assert json.loads((result.out_dir / "summary.json").read_text())["stopped_early"] is True
+
+
+@needs_data
+def test_a_resumed_run_counts_the_time_spent_before_its_checkpoint(tmp_path):
+    """--max-minutes bounds the whole run, not each process: a checkpoint that records 40 minutes spent, resumed
+    with a 30-minute budget, stops after one step (10 more tiny-model steps would take well under a second)."""
+    from softprompt.checkpoint import load_checkpoint, save_checkpoint
+    from softprompt.optimizers import make_optimizer
+
+    fm = tiny_causal()
+    first = train(config(tmp_path, steps=3, eval_every=3), fm=fm, progress=False)
+    path = first.out_dir / "checkpoint.safetensors"
+    prompt = {"prompt": SoftPrompt.load(first.out_dir / "last.safetensors").embeddings.detach().clone().requires_grad_(True)}
+    optimizer = make_optimizer(list(prompt.values()), config(tmp_path))
+    counters = load_checkpoint(path, prompt, optimizer)
+    assert 0 < counters["seconds"] < 600
+    save_checkpoint(path, prompt, optimizer, {**counters, "seconds": 40 * 60.0})
+    resumed = train(config(tmp_path, steps=13, eval_every=3, max_minutes=30.0), fm=fm, resume=True, progress=False)
+    assert resumed.steps_done == 4  # one step, then out of time
+    assert json.loads((resumed.out_dir / "summary.json").read_text())["wall_seconds"] >= 40 * 60

@@ -144,7 +144,7 @@ def train(
     method: Annotated[str | None, typer.Option(help="prompt-tuning | model-tuning")] = None,
     loss: Annotated[str | None, typer.Option(help="ce (paper) | rank")] = None,
     train_limit: Annotated[int | None, typer.Option(help="Use only N training examples.")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop after this much wall time (evaluates first).")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop after this much wall time (evaluates first); a --resume run counts the time before its checkpoint.")] = None,
     target_sentinel: Annotated[bool | None, typer.Option(
         "--target-sentinel/--no-target-sentinel",
         help="Span-corruption T5 checkpoints: targets start with <extra_id_0> (paper §3.2).")] = None,
@@ -328,7 +328,7 @@ def ensemble(
     eval_limit: Annotated[int | None, typer.Option(help="Validation examples per evaluation.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of member 0; member i uses seed + i.")] = None,
     train_limit: Annotated[int | None, typer.Option(help="Use only N training examples.")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop after this much wall time (evaluates first).")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop after this much wall time (evaluates first); a --resume run counts the time before its checkpoint.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config; flags override it.")] = None,
 ) -> None:

@@ -174,6 +174,8 @@ def train(
         if not checkpoint.is_file():
             raise TrainingError(f"nothing to resume: {checkpoint} does not exist")
         counters = load_checkpoint(checkpoint, named, optimizer)
+        # --max-minutes is the run's budget, not each process's: the time up to the checkpoint stays spent.
+        started -= counters.get("seconds", 0.0)
         # A resumed run takes the lr of its config (it may lower it, e.g. after a divergence): set each step.
         _truncate_log(out / "metrics.jsonl", counters["step"])
     if rank == 0:
@@ -249,6 +251,7 @@ def train(
         if rank == 0:
             _append_log(out / "metrics.jsonl", record)
             if step % checkpoint_every == 0 or step == cfg.steps or stopped_early or out_of_time:
+                counters["seconds"] = round(time.time() - started, 3)
                 save_checkpoint(checkpoint, named, optimizer, counters)
                 _save_trained(fm, prompt, out, "last", {"step": step})
         bar.update(1)
