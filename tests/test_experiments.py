@@ -70,7 +70,7 @@ def test_repository_studies_expand():
     studies = load_studies(REPO_STUDIES)
     assert set(studies) == {"methods", "length", "init", "transfer", "ensemble", "interpret", "cost"}
     full = select(studies, ["all"])
-    assert len({v.id for v in full if v.study == "methods"}) == 7 * (3 + 3) * 2 + 2 * (3 + 3)
+    assert len({v.id for v in full if v.study == "methods"}) == 7 * (3 + 3 + 1) * 2 + 2 * (3 + 3 + 1)
     quick = select(studies, ["all"], quick=True)
     assert {v.model for v in quick} == {"default"} and all(v.budget.get("steps", 2) == 2 for v in quick)
 
@@ -122,6 +122,29 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
     assert status(layout, variant) == "todo"
     redo = run_variants([variant], layout, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
     assert redo.done == ["tiny__sst2__zero-shot"] and json.loads(target.read_text())["method"] == "zero-shot"
+
+
+@needs_data
+def test_majority_variant_needs_no_model_and_scores_the_most_common_training_class(tmp_path):
+    from softprompt.baselines import majority_index
+    from softprompt.tasks import get_task
+
+    root = tmp_path / "experiments"
+    write_study(root / "studies", "base", "  - {task: [mrpc, copa], method: majority}")
+
+    def no_model(name: str, dtype: str | None = None) -> FrozenModel:
+        raise AssertionError("the majority baseline must not load a model")
+
+    summary = run_variants(select(load_studies(root / "studies"), ["base"]), Layout(root), data_dir=str(DATA),
+                           loader=no_model, log=lambda _: None)
+    assert summary.done == ["tiny__mrpc__majority", "tiny__copa__majority"] and not summary.failed
+    mrpc = json.loads((root / "results" / "base" / "tiny__mrpc__majority.json").read_text())
+    # MRPC's training split is 68% paraphrases: the baseline answers "equivalent" for every pair.
+    assert mrpc["majority"] == "equivalent" and majority_index(get_task("mrpc"), DATA) == 1
+    gold = [ex.target_text for ex in get_task("mrpc").examples("validation", DATA, limit=8)]
+    assert mrpc["metrics"]["all"]["accuracy"] == pytest.approx(gold.count("equivalent") / 8)
+    copa = json.loads((root / "results" / "base" / "tiny__copa__majority.json").read_text())
+    assert copa["majority"] in ("choice 1", "choice 2") and 0 < copa["metrics"]["main"] < 1
 
 
 @needs_data

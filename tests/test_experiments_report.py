@@ -141,6 +141,15 @@ def test_methods_mean_row_averages_the_same_tasks_in_every_column(tmp_path: Path
     assert "| **mean** (2 of 3 tasks: those with every method) | 50.0 | 60.0 | 80.0 | 90.0 |" in text
 
 
+def test_methods_table_shows_the_majority_baseline_and_names_the_cells_at_it(tmp_path: Path) -> None:
+    results = [r for r in methods_results(pt=0.8, gemma_gap=0.05) if r["model"] == "default"]
+    results += [result("methods", f"default__{t}__majority", t, "majority", v) for t, v in (("sst2", 0.8), ("rte", 0.55))]
+    text = write_report(write_results(tmp_path / "results", results), tmp_path / "REPORT.md", tmp_path / "plots").read_text()
+    assert "| task | majority | zero-shot | few-shot k=4 | prompt-tuning | model-tuning |" in text
+    assert "At the majority-class score (most likely one answer for every example): sst2 prompt-tuning." in text
+    assert verdicts(text)["C1"] == "holds"  # the baseline is not prompt design: C1 still compares PT with design
+
+
 def test_plots_exist_for_studies_with_data(full: tuple[Path, str]) -> None:
     root, text = full
     for name in ("methods_smollm2-135m", "methods_gemma-3-270m", "length", "init", "transfer", "cost"):

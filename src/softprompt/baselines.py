@@ -65,3 +65,20 @@ def design_inputs(
 def with_cue(text: str, cue: str) -> str:
     """Built-in tasks' inputs already end in the answer cue; add it only where it is missing."""
     return text if text.endswith(cue) else text + cue
+
+
+def majority_index(task: Task, data_dir: str | Path | None = None, split: str = "train") -> int:
+    """The choice index most often gold in `split` (ties: the lower index): the majority-class baseline's
+    answer. For label-word tasks it indexes `task.label_words`; for COPA-style tasks, each example's choices."""
+    counts: dict[int, int] = {}
+    for ex in task.examples(split, data_dir):
+        if ex.label is not None:
+            counts[ex.label] = counts.get(ex.label, 0) + 1
+    if not counts:
+        raise TaskError(f"task {task.name!r} has no labelled {split} examples with choices: no majority class")
+    return max(sorted(counts), key=counts.__getitem__)
+
+
+def majority_predictions(task: Task, examples: Sequence[Example], index: int) -> list[str]:
+    """Every example answered with choice `index` (the majority class), as the task's metrics expect."""
+    return [(ex.choices or task.label_words)[index] for ex in examples]

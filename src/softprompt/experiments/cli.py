@@ -45,6 +45,7 @@ def run_command(
     quick: Annotated[bool, typer.Option("--quick", help="Smoke test: each study's first task, 2 steps, 8 eval examples; results go to results-quick/ and are never reported.")] = False,
     tasks: Annotated[str | None, typer.Option(help="Only these tasks (comma-separated), e.g. sst2,rte.")] = None,
     models: Annotated[str | None, typer.Option(help="Only these models (comma-separated), e.g. default.")] = None,
+    methods: Annotated[str | None, typer.Option(help="Only these methods (comma-separated), e.g. majority,zero-shot.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA, else ../shared/data).")] = None,
     folder: DirOpt = DEFAULT_DIR,
 ) -> None:
@@ -56,13 +57,16 @@ def run_command(
 
       softprompt experiments run methods --tasks sst2,rte --models default
 
+      softprompt experiments run methods --methods majority
+
       softprompt experiments run all --quick
     """
     from softprompt.experiments.runner import Layout, run_variants, select
     from softprompt.experiments.studies import load_studies
 
     layout = Layout(folder, quick=quick)
-    variants = select(load_studies(folder / "studies"), studies, quick=quick, tasks=_csv(tasks), models=_csv(models))
+    variants = select(load_studies(folder / "studies"), studies, quick=quick, tasks=_csv(tasks), models=_csv(models),
+                      methods=_csv(methods))
     summary = run_variants(variants, layout, data_dir=data_dir)
     typer.echo(f"{len(summary.done)} run, {len(summary.reused)} reused, {len(summary.skipped)} already done, "
                f"{len(summary.failed)} failed; results in {layout.results}")

@@ -303,6 +303,20 @@ def run_few_shot(variant: Variant, layout: Layout, models: ModelCache, data_dir:
                                  shots=shots)}
 
 
+def run_majority(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+    """The score of always answering the training split's most common class: where a method lands on it,
+    it has learned to predict one class, whatever the other metrics suggest."""
+    from softprompt.baselines import majority_index, majority_predictions
+    from softprompt.tasks import get_task
+
+    task = get_task(variant.task or "")
+    examples = task.examples("validation", data_dir, limit=variant.budget.get("eval_limit", 300))
+    index = majority_index(task, data_dir)
+    metrics = task.compute_metrics(majority_predictions(task, examples, index), examples)
+    answer = task.label_words[index] if task.label_words else f"choice {index + 1}"
+    return {"metrics": _metrics(task, metrics, len(examples)), "majority": answer}
+
+
 def run_ensemble(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
     from softprompt.ensemble import evaluate_ensemble, train_ensemble
     from softprompt.tasks import get_task
@@ -330,14 +344,18 @@ def run_cost(variant: Variant, layout: Layout, models: ModelCache, data_dir: str
 
 RUNNERS: dict[Kind, Callable[[Variant, Layout, ModelCache, str | None], dict[str, Any]]] = {
     Kind.PROMPT_TUNING: run_prompt_tuning, Kind.MODEL_TUNING: run_model_tuning, Kind.ZERO_SHOT: run_zero_shot,
-    Kind.FEW_SHOT: run_few_shot, Kind.ENSEMBLE: run_ensemble, Kind.COST: run_cost,
+    Kind.FEW_SHOT: run_few_shot, Kind.MAJORITY: run_majority, Kind.ENSEMBLE: run_ensemble, Kind.COST: run_cost,
 }
 
 
 def select(studies: dict[str, Study], names: Sequence[str], *, quick: bool = False, tasks: Sequence[str] = (),
-           models: Sequence[str] = ()) -> list[Variant]:
-    """The variants of the named studies ('all' = every study), optionally only some tasks / models."""
-    from softprompt.experiments.studies import StudyError
+           models: Sequence[str] = (), methods: Sequence[str] = ()) -> list[Variant]:
+    """The variants of the named studies ('all' = every study), optionally only some tasks / models / methods."""
+    from softprompt.experiments.studies import Kind, StudyError
+
+    bad = [m for m in methods if m not in {k.value for k in Kind}]
+    if bad:
+        raise StudyError(f"unknown method {', '.join(bad)}; known: {', '.join(k.value for k in Kind)}")
 
     wanted = list(studies) if "all" in names else list(names)
     unknown = [n for n in wanted if n not in studies]
@@ -348,4 +366,6 @@ def select(studies: dict[str, Study], names: Sequence[str], *, quick: bool = Fal
         out = [v for v in out if v.task is None or v.task in tasks]
     if models:
         out = [v for v in out if v.model in models]
+    if methods:
+        out = [v for v in out if v.kind.value in methods]
     return out

@@ -49,7 +49,7 @@ CLAIMS = {
     "C9": ("interpret", "Learned prompt tokens cluster (many positions share nearest neighbours)"),
     "C10": ("cost", "Prompt tuning needs < 0.01% of the model's parameters per task (at T5-XXL)"),
 }
-METHOD_ORDER = ("zero-shot", "few-shot", "prompt-tuning", "model-tuning")
+METHOD_ORDER = ("majority", "zero-shot", "few-shot", "prompt-tuning", "model-tuning")
 DESIGN = ("zero-shot", "few-shot")
 INITS = ("random-uniform", "sampled-vocab", "class-labels")
 IN_DOMAIN_CONTROLS = {("sst2", "mr")}  # MR is movie reviews like SST-2: the in-domain control, not a transfer
@@ -109,9 +109,19 @@ def methods_table(model: str, cells: dict[Any, float], ctx: Ctx) -> list[str]:
     rows.append([f"**mean** ({len(complete)} of {len(tasks)} tasks: those with every method)",
                  *(pct(mean(cells.get((t, c)) for t in complete)) for c in cols)])
     slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
-    return [f"### {model}", "", *table(["task", *cols], rows), ctx.figure(
+    return [f"### {model}", "", *table(["task", *cols], rows), *at_majority(cells), ctx.figure(
         f"methods_{slug}.png", f"methods, {model}", lambda p: plots.grouped_bars(
             p, f"Methods — {model}", tasks, {c: [cells.get((t, c)) for t in tasks] for c in cols}, "main metric (%)")), ""]
+
+
+def at_majority(cells: dict[Any, float]) -> list[str]:
+    """A note naming the cells whose score equals the majority-class baseline's (to 0.05 pp): a method there
+    most likely answers one class for every example, so a tie with another method is no evidence of skill."""
+    hits = [f"{t} {c}" for (t, c), v in sorted(cells.items())
+            if c != "majority" and (base := cells.get((t, "majority"))) is not None and abs(v - base) < 5e-4]
+    if not hits:
+        return []
+    return [f"At the majority-class score (most likely one answer for every example): {', '.join(hits)}.", ""]
 
 
 def scale_claim(gaps: dict[str, tuple[float, int]]) -> Claim:

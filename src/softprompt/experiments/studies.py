@@ -33,12 +33,13 @@ class Kind(StrEnum):
     MODEL_TUNING = "model-tuning"
     ZERO_SHOT = "zero-shot"
     FEW_SHOT = "few-shot"
+    MAJORITY = "majority"  # no model: every example gets the training split's most common class
     ENSEMBLE = "ensemble"
     COST = "cost"
 
 
 SHORT = {Kind.PROMPT_TUNING: "pt", Kind.MODEL_TUNING: "mt", Kind.ZERO_SHOT: "zero-shot",
-         Kind.FEW_SHOT: "few-shot", Kind.ENSEMBLE: "ensemble", Kind.COST: "cost"}
+         Kind.FEW_SHOT: "few-shot", Kind.MAJORITY: "majority", Kind.ENSEMBLE: "ensemble", Kind.COST: "cost"}
 MODEL_LABELS = {"default": "SmolLM2-135M", "gemma-3-270m": "Gemma-3-270M"}
 # Knobs a variant may set, with their defaults (the paper's recipe where it has one).
 KNOBS: dict[str, Any] = {"prompt_length": 100, "init": "class-labels", "seed": 0, "shots": 4, "k": 5, "lr": None}
