@@ -161,3 +161,21 @@ def test_a_resumed_run_counts_the_time_spent_before_its_checkpoint(tmp_path):
     resumed = train(config(tmp_path, steps=13, eval_every=3, max_minutes=30.0), fm=fm, resume=True, progress=False)
     assert resumed.steps_done == 4  # one step, then out of time
     assert json.loads((resumed.out_dir / "summary.json").read_text())["wall_seconds"] >= 40 * 60
+
+
+@needs_data
+def test_min_input_tokens_trains_on_the_longer_examples_only(tmp_path):
+    from softprompt.scoring import encode_pair
+    from softprompt.tasks import get_task
+    from softprompt.train import encode_rows
+
+    fm = tiny_causal()
+    cfg = config(tmp_path, steps=1, eval_every=0, train_limit=64, min_input_tokens=40)
+    examples = get_task("sst2").examples("train", DATA)
+    keep = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed))[:64].tolist()
+    long = sum(len(encode_pair(fm, examples[i].input_text, "x").input_ids) >= 40 for i in keep)
+    assert 8 <= long < 64 and len(encode_rows(fm, [examples[i] for i in keep], cfg)) == 64
+    result = train(cfg, fm=fm, progress=False)
+    assert json.loads((result.out_dir / "summary.json").read_text())["train_examples"] == long
+    with pytest.raises(TrainingError, match=r"have >= 100000 input tokens \(batch size 8\): lower --min-input-tokens"):
+        train(config(tmp_path, steps=1, min_input_tokens=100_000), fm=fm, progress=False)

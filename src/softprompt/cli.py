@@ -144,6 +144,7 @@ def train(
     method: Annotated[str | None, typer.Option(help="prompt-tuning | model-tuning")] = None,
     loss: Annotated[str | None, typer.Option(help="ce (paper) | rank")] = None,
     train_limit: Annotated[int | None, typer.Option(help="Use only N training examples.")] = None,
+    min_input_tokens: Annotated[int | None, typer.Option(help="Train only on inputs of at least N tokens (e.g. SST-2's sentences, not its phrases).")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop after this much wall time (evaluates first); a --resume run counts the time before its checkpoint.")] = None,
     target_sentinel: Annotated[bool | None, typer.Option(
         "--target-sentinel/--no-target-sentinel",
@@ -167,7 +168,8 @@ def train(
         init=init_strategy, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule, attention=attention,
         batch_size=batch_size, grad_accum=grad_accum, steps=steps,
         eval_every=eval_every, eval_limit=eval_limit, patience=patience, seed=seed, method=method, loss=loss,
-        train_limit=train_limit, max_minutes=max_minutes, data_dir=data_dir, out=out, target_sentinel=target_sentinel,
+        train_limit=train_limit, min_input_tokens=min_input_tokens, max_minutes=max_minutes, data_dir=data_dir, out=out,
+        target_sentinel=target_sentinel,
     )
     if resume is not None:
         config = config or resume / "config.yaml"
@@ -328,6 +330,7 @@ def ensemble(
     eval_limit: Annotated[int | None, typer.Option(help="Validation examples per evaluation.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of member 0; member i uses seed + i.")] = None,
     train_limit: Annotated[int | None, typer.Option(help="Use only N training examples.")] = None,
+    min_input_tokens: Annotated[int | None, typer.Option(help="Train only on inputs of at least N tokens (e.g. SST-2's sentences, not its phrases).")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop after this much wall time (evaluates first); a --resume run counts the time before its checkpoint.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config; flags override it.")] = None,

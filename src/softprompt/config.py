@@ -98,6 +98,9 @@ class TrainConfig:
     """Use only the first N training examples (after a seeded shuffle)."""
     max_input_tokens: int = 256
     """Inputs longer than this are cut (from the left of the input, never the prompt or target)."""
+    min_input_tokens: int | None = None
+    """Train only on examples whose input has at least this many tokens (template included). SST-2's train
+    split is mostly short phrases (median 7 words) while its dev split is whole sentences (mean 19.5)."""
     seed: int = 0
     """Seed for init and data order."""
     data_dir: str | None = None

@@ -143,6 +143,11 @@ def train(
         raise ConfigError(f"--loss rank needs choices for every example; {task.name} generates free text")
     val_examples = task.examples("validation", cfg.data_dir, limit=cfg.eval_limit)
     rows = encode_rows(fm, train_examples, cfg)
+    if cfg.min_input_tokens:
+        rows = [r for r in rows if len(r.gold.input_ids) >= cfg.min_input_tokens]
+        if len(rows) < cfg.batch_size:
+            raise TrainingError(f"only {len(rows)} training examples have >= {cfg.min_input_tokens} input tokens "
+                                f"(batch size {cfg.batch_size}): lower --min-input-tokens")
     lengths = [r.length for r in rows]
 
     # 2. What learns: the prompt (fp32), or every weight of the model.
@@ -271,6 +276,7 @@ def train(
         "best_metric": counters["best"], "best_step": counters["best_step"], "steps_done": counters["step"],
         "stopped_early": stopped_early, "wall_seconds": round(time.time() - started, 1),
         "prompt_path": str(best_path), "trainable_parameters": sum(p.numel() for p in named.values()),
+        "train_examples": len(rows),
     }
     if rank == 0:
         atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
