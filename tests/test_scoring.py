@@ -73,3 +73,29 @@ def test_too_long_input_is_a_clear_error():
     prompt = make_prompt(fm, 200, "random-uniform")
     with pytest.raises(InputTooLongError, match="> the model's context of 256"):
         score_choices(fm, ["the movie was great " * 20], [["positive"]], prompt)
+
+
+@pytest.mark.parametrize("model", ["llama-bos", "gemma3"])
+def test_one_token_choices_share_one_row_and_score_as_separate_rows(model, monkeypatch):
+    """All choices of an input that are one token each are read from one row; the scores equal scoring
+    each (input, choice) pair on its own row, and inputs with longer choices in the same call still work."""
+    import softprompt.scoring as scoring
+    from tiny import tiny_gemma3
+
+    fm = tiny_gemma3() if model == "gemma3" else tiny_causal()
+    text = "the movie was great"
+    words = [w for w in ("the", "a", "was", "movie", "great", "film", "is") if len(encode_pair(fm, text, w).target_ids) == 1]
+    assert len(words) >= 3
+    inputs, choices = [text, "a terrible film", "is it good ?"], [words[:2], words[:3], [words[0], "not_entailment"]]
+    prompt = make_prompt(fm, 3, "random-uniform", seed=4)
+    rows: list[int] = []
+    real = scoring.target_logprobs
+    monkeypatch.setattr(scoring, "target_logprobs", lambda fm, pairs, prompts=None: rows.append(len(pairs)) or real(fm, pairs, prompts))
+    for p in (prompt, None):
+        rows.clear()
+        got = score_choices(fm, inputs, choices, p, batch_size=16)
+        assert rows == [1 + 1 + 2]  # two one-row inputs, one input with a multi-token choice: two rows
+        for i, (t, opts) in enumerate(zip(inputs, choices, strict=True)):
+            for c, w in enumerate(opts):
+                alone = float(real(fm, [encode_pair(fm, t, w)], p)[0].sum())
+                assert got[i][c] == pytest.approx(alone, abs=1e-5)

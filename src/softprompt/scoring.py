@@ -12,8 +12,9 @@ Target tokenization: a target is tokenized as `" " + target` when the input does
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -29,10 +30,15 @@ PromptSpec = SoftPrompt | torch.Tensor | Sequence[SoftPrompt | torch.Tensor | No
 @dataclass
 class Encoded:
     """Token ids of one (input, target) pair: `input_ids` [T_in] (with BOS/EOS as the tokenizer adds)
-    and `target_ids` [T_tgt]."""
+    and `target_ids` [T_tgt].
+
+    `read_ids` (causal LMs, one-token targets): read the log-probabilities of these tokens at the target's
+    position instead of the target's own, so one row scores every one-token choice of its input.
+    """
 
     input_ids: list[int]
     target_ids: list[int]
+    read_ids: list[int] | None = None
 
 
 class InputTooLongError(ValueError):
@@ -106,7 +112,7 @@ def target_logprobs(fm: FrozenModel, pairs: Sequence[Encoded], prompts: PromptSp
         return _shared_prefix_logprobs(fm, pairs, prompt_rows[0], bos)
     if all(p is None for p in prompt_rows):
         common = common_prefix_length(pairs)
-        rest = [Encoded(p.input_ids[common:], p.target_ids) for p in pairs]
+        rest = [replace(p, input_ids=p.input_ids[common:]) for p in pairs]
         if common >= MIN_COMMON_TOKENS and prefix_pays_off(common, rest):
             # The shared tokens (BOS included) act as a prefix of embeddings: same ids, same states.
             prefix = fm.embed(torch.tensor([pairs[0].input_ids[:common]]))[0]
@@ -130,14 +136,18 @@ def logprobs_at(
     fm: FrozenModel, hidden: torch.Tensor, positions: Sequence[Sequence[int]], pairs: Sequence[Encoded]
 ) -> list[torch.Tensor]:
     """Run the LM head only on the hidden states [B, L, H] at `positions[b]` (one per target token of pair b)
-    and return each target token's log-probability, one [T_tgt_b] tensor per pair."""
+    and return each target token's log-probability, one [T_tgt_b] tensor per pair ([len(read_ids)] for a
+    pair with `read_ids`: those tokens, all read at its one target position)."""
     rows = [b for b, cols in enumerate(positions) for _ in cols]
     cols = [c for cols in positions for c in cols]
     picked = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]  # [N, H]
-    logprobs = F.log_softmax(head_logits(fm, picked), dim=-1)
-    gold = torch.tensor([t for p in pairs for t in p.target_ids], device=hidden.device)
-    token_lp = logprobs.gather(1, gold.unsqueeze(1)).squeeze(1)
-    return list(token_lp.split([len(p.target_ids) for p in pairs]))
+    logprobs = F.log_softmax(head_logits(fm, picked), dim=-1)  # [N, V]: one row per target token
+    reads = [p.read_ids or p.target_ids for p in pairs]
+    starts = list(itertools.accumulate((len(c) for c in positions), initial=0))
+    row_of = [starts[b] + (0 if p.read_ids else j) for b, p in enumerate(pairs) for j in range(len(reads[b]))]
+    gold = [t for ids in reads for t in ids]
+    token_lp = logprobs[torch.tensor(row_of, device=hidden.device), torch.tensor(gold, device=hidden.device)]
+    return list(token_lp.split([len(ids) for ids in reads]))
 
 
 def shared_prompt(prompts: PromptSpec, batch: int) -> SoftPrompt | torch.Tensor | None:
@@ -238,21 +248,31 @@ def score_choices(
 ) -> list[list[float]]:
     """Summed target log-likelihood of every choice of every input: `result[i][c]`.
 
-    Each (input, choice) pair is one row; rows are sorted by length so batches carry little padding.
+    Each (input, choice) pair is one row, except that a causal LM scores all choices of an input in one
+    row when each is one token (True/False, positive/negative): they share the input and the position that
+    predicts them. Rows are sorted by length so batches carry little padding.
     """
     per_input = prompt_list(fm, prompts, len(inputs))
-    flat = [(i, c) for i, options in enumerate(choices) for c in range(len(options))]
-    encoded = [encode_pair(fm, inputs[i], choices[i][c]) for i, c in flat]
-    order = sorted(range(len(flat)), key=lambda k: len(encoded[k].input_ids) + len(encoded[k].target_ids))
-    sums = [0.0] * len(flat)
+    rows: list[tuple[Encoded, int, list[int]]] = []  # (row, input index, the choices it scores)
+    for i, options in enumerate(choices):
+        pairs = [encode_pair(fm, inputs[i], c) for c in options]
+        if not fm.is_seq2seq and len(pairs) > 1 and all(len(p.target_ids) == 1 for p in pairs):
+            row = Encoded(pairs[0].input_ids, pairs[0].target_ids, read_ids=[p.target_ids[0] for p in pairs])
+            rows.append((row, i, list(range(len(pairs)))))
+        else:
+            rows += [(p, i, [c]) for c, p in enumerate(pairs)]
+    order = sorted(range(len(rows)), key=lambda k: len(rows[k][0].input_ids) + len(rows[k][0].target_ids))
+    result: list[list[float]] = [[0.0] * len(options) for options in choices]
     for start in range(0, len(order), batch_size):
         chunk = order[start: start + batch_size]
-        lps = target_logprobs(fm, [encoded[k] for k in chunk], [per_input[flat[k][0]] for k in chunk])
+        lps = target_logprobs(fm, [rows[k][0] for k in chunk], [per_input[rows[k][1]] for k in chunk])
         for k, lp in zip(chunk, lps, strict=True):
-            sums[k] = float(lp.sum())
-    result: list[list[float]] = [[0.0] * len(options) for options in choices]
-    for k, (i, c) in enumerate(flat):
-        result[i][c] = sums[k]
+            _, i, scored = rows[k]
+            if len(scored) == 1 and rows[k][0].read_ids is None:
+                result[i][scored[0]] = float(lp.sum())
+            else:
+                for c, value in zip(scored, lp.tolist(), strict=True):
+                    result[i][c] = value
     return result
 
 
