@@ -79,8 +79,9 @@ def test_too_long_input_is_a_clear_error():
 def test_one_token_choices_share_one_row_and_score_as_separate_rows(model, monkeypatch):
     """All choices of an input that are one token each are read from one row; the scores equal scoring
     each (input, choice) pair on its own row, and inputs with longer choices in the same call still work."""
-    import softprompt.scoring as scoring
     from tiny import tiny_gemma3
+
+    import softprompt.scoring as scoring
 
     fm = tiny_gemma3() if model == "gemma3" else tiny_causal()
     text = "the movie was great"
