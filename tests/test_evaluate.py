@@ -58,7 +58,7 @@ def test_rank_follows_the_model_preference(fm_the):
     gold_the = [choice_example(t, WORDS, 0) for t in TEXTS]
     result = evaluate(fm_the, toy_task(), gold_the, progress=False)
     assert result.metrics == {"accuracy": 1.0} and result.predictions == ["the"] * 4
-    assert result.counts == {"examples": 4}
+    assert result.counts == {"examples": 4} and result.answers == {"the": 4}  # one answer for all: a collapse
     assert all(row[0] > row[1] + 5 for row in result.scores)
     gold_walk = [choice_example(t, WORDS, 1) for t in TEXTS]
     assert evaluate(fm_the, toy_task(), gold_walk, progress=False).metrics == {"accuracy": 0.0}
@@ -69,6 +69,7 @@ def test_rank_per_example_choices(fm_the):
     examples = [choice_example(TEXTS[0], ["walk", "the"], 1), choice_example(TEXTS[1], ["the", "walk", "park"], 0)]
     result = evaluate(fm_the, toy_task(label_words=None), examples, progress=False)
     assert result.predictions == ["the", "the"] and result.metrics["accuracy"] == 1.0
+    assert result.answers == {"choice 1": 1, "choice 2": 1}  # per-example options count by position
 
 
 def test_rank_predictions_are_the_argmax_of_unbatched_scores(fm):
@@ -88,6 +89,7 @@ def test_generate_exact_match_and_no_label_count(fm_the):
     longer = evaluate(fm_the, toy_task(), examples, mode=Mode.GENERATE, progress=False)
     assert all(p.startswith("the the") for p in longer.predictions)
     assert longer.metrics == {"accuracy": 0.0} and longer.counts["no_label"] == 4
+    assert longer.answers == {"(other)": 4}
 
 
 def test_generate_free_text_is_scored_like_squad(fm_the):
@@ -96,6 +98,7 @@ def test_generate_free_text_is_scored_like_squad(fm_the):
                 Example("context: x question: z", "walk", answers=["walk"])]
     result = evaluate(fm_the, qa, examples, max_new_tokens=1, progress=False)
     assert result.metrics == {"em": 0.5, "f1": 0.5} and "no_label" not in result.counts
+    assert result.answers is None  # free text: answers do not repeat
 
 
 def test_rank_needs_choices(fm):

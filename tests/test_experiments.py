@@ -95,6 +95,7 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
     assert 0.0 <= pt["metrics"]["main"] <= 1.0 and pt["metrics"]["main_metric"] == "accuracy"
     inter = pt["interpretation"]
     assert inter["init"]["summary"]["positions"] == 4 and len(inter["trained"]["neighbours"][0]) == 5
+    assert sum(pt["metrics"]["answers"].values()) == 8 and set(pt["metrics"]["answers"]) <= {"negative", "positive"}
     assert pt["quick"] is False and pt["budget"]["steps"] == 2 and pt["command"] == "softprompt experiments run alpha"
     assert "git_commit" in pt  # which code produced it (a short hash in a checkout)
     mt = json.loads((root / "results" / "alpha" / "tiny__sst2__mt__s0.json").read_text())
@@ -143,6 +144,7 @@ def test_majority_variant_needs_no_model_and_scores_the_most_common_training_cla
     assert mrpc["majority"] == "equivalent" and majority_index(get_task("mrpc"), DATA) == 1
     gold = [ex.target_text for ex in get_task("mrpc").examples("validation", DATA, limit=8)]
     assert mrpc["metrics"]["all"]["accuracy"] == pytest.approx(gold.count("equivalent") / 8)
+    assert mrpc["metrics"]["answers"] == {"equivalent": 8}
     copa = json.loads((root / "results" / "base" / "tiny__copa__majority.json").read_text())
     assert copa["majority"] in ("choice 1", "choice 2") and 0 < copa["metrics"]["main"] < 1
 

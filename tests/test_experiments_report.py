@@ -150,6 +150,16 @@ def test_methods_table_shows_the_majority_baseline_and_names_the_cells_at_it(tmp
     assert verdicts(text)["C1"] == "holds"  # the baseline is not prompt design: C1 still compares PT with design
 
 
+def test_results_that_answer_one_class_for_nearly_every_example_are_named(tmp_path: Path) -> None:
+    results = [r for r in methods_results(pt=0.8, gemma_gap=0.05) if r["model"] == "default"]
+    for r in results:
+        if r["method"] in ("few-shot", "model-tuning"):  # 97 of 100 / 94 of 100 examples answered "negative"
+            r["metrics"]["answers"] = {"negative": 97, "positive": 3} if r["method"] == "few-shot" else {"negative": 94, "positive": 6}
+    text = write_report(write_results(tmp_path / "results", results), tmp_path / "REPORT.md", tmp_path / "plots").read_text()
+    assert ("One answer for at least 95% of the examples: rte few-shot k=4 seed 0 ('negative' 97%), "
+            "sst2 few-shot k=4 seed 0 ('negative' 97%).") in text
+
+
 def test_plots_exist_for_studies_with_data(full: tuple[Path, str]) -> None:
     root, text = full
     for name in ("methods_smollm2-135m", "methods_gemma-3-270m", "length", "init", "transfer", "cost"):

@@ -39,7 +39,7 @@ def test_training_lowers_the_loss_and_writes_its_files(tmp_path):
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 13))
     assert sum(r["loss"] for r in log[-3:]) < sum(r["loss"] for r in log[:3])  # 2 epochs over 16 examples
-    assert "eval" in log[2] and "accuracy" in log[2]["eval"]
+    assert "eval" in log[2] and "accuracy" in log[2]["eval"] and sum(log[2]["answers"].values()) == 16
     best = SoftPrompt.load(out / "prompt.safetensors", model=fm)
     assert best.metadata["label_words"] and best.metadata["train_config"]["task"] == "sst2"
     summary = json.loads((out / "summary.json").read_text())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ class EvalResult:
         predictions: the predicted target text of every example, in order.
         counts: `examples`, and in generate mode for tasks with choices `no_label` (outputs matching no choice).
         scores: rank mode: the log-likelihood of every choice of every example.
+        answers: how often each answer was predicted (`answer_counts`); None for free-text tasks. A model
+            that gives one answer for (nearly) every example has learned the label prior, not the task.
     """
 
     task: str
@@ -47,10 +50,25 @@ class EvalResult:
     predictions: list[str]
     counts: dict[str, int] = field(default_factory=dict)
     scores: list[list[float]] | None = None
+    answers: dict[str, int] | None = None
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready: task, mode, metrics, counts (no per-example data)."""
-        return {"task": self.task, "mode": self.mode.value, "metrics": self.metrics, "counts": self.counts}
+        """JSON-ready: task, mode, metrics, counts, answers (no per-example data)."""
+        return {"task": self.task, "mode": self.mode.value, "metrics": self.metrics, "counts": self.counts,
+                "answers": self.answers}
+
+
+def answer_counts(task: Task, examples: Sequence[Example], predictions: Sequence[str]) -> dict[str, int] | None:
+    """Predictions per answer: label words by name, per-example options as "choice N", anything else (a
+    generated non-label) as "(other)"; None for free-text tasks, whose answers do not repeat."""
+    if task.label_words:
+        names = [p if p in task.label_words else "(other)" for p in predictions]
+    elif examples and all(ex.choices for ex in examples):
+        names = [f"choice {ex.choices.index(p) + 1}" if p in (ex.choices or []) else "(other)"
+                 for ex, p in zip(examples, predictions, strict=True)]
+    else:
+        return None
+    return dict(sorted(Counter(names).items()))
 
 
 def evaluate(
@@ -118,7 +136,7 @@ def evaluate(
     finally:
         bar.close()
     metrics = task.compute_metrics(predictions, examples)
-    return EvalResult(task.name, mode, metrics, predictions, counts, scores)
+    return EvalResult(task.name, mode, metrics, predictions, counts, scores, answer_counts(task, examples, predictions))
 
 
 def _default_new_tokens(fm: FrozenModel, choices: Sequence[Sequence[str] | None]) -> int:

@@ -246,6 +246,8 @@ def train(
                               target_prefix=target_prefix(fm, cfg.target_sentinel))
             metric = float(result.metrics[task.main_metric])
             record["eval"] = result.metrics
+            if result.answers is not None:
+                record["answers"] = result.answers  # one answer for every example = a collapsed prompt
             if counters["best"] is None or metric > counters["best"]:
                 counters.update(best=metric, best_step=step, bad_evals=0)
                 if rank == 0:

@@ -215,17 +215,18 @@ def _train_once(cfg: Any, fm: FrozenModel | None) -> dict[str, Any]:
     return summary
 
 
-def best_eval(out: Path, step: int | None) -> dict[str, float]:
-    """The validation metrics logged at the best step (metrics.jsonl)."""
+def best_eval(out: Path, step: int | None) -> tuple[dict[str, float], dict[str, int] | None]:
+    """The validation metrics logged at the best step (metrics.jsonl), and its answer counts if logged."""
     for line in (out / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         if record.get("step") == step and "eval" in record:
-            return record["eval"]
+            return record["eval"], record.get("answers")
     raise RuntimeError(f"{out}/metrics.jsonl has no evaluation at step {step}")
 
 
-def _metrics(task: Any, values: dict[str, float], examples: int) -> dict[str, Any]:
-    return {"main_metric": task.main_metric, "main": values[task.main_metric], "all": values, "examples": examples}
+def _metrics(task: Any, values: dict[str, float], examples: int, answers: dict[str, int] | None = None) -> dict[str, Any]:
+    out = {"main_metric": task.main_metric, "main": values[task.main_metric], "all": values, "examples": examples}
+    return out if answers is None else {**out, "answers": answers}
 
 
 def _evaluate(fm: FrozenModel, task_name: str, variant: Variant, data_dir: str | None, limit: int | None,
@@ -236,7 +237,7 @@ def _evaluate(fm: FrozenModel, task_name: str, variant: Variant, data_dir: str |
     task = get_task(task_name)
     examples = task.examples("validation", data_dir, limit=limit)
     result = evaluate(fm, task, examples, batch_size=variant.budget.get("eval_batch_size", 32), progress=False, **kwargs)
-    return _metrics(task, result.metrics, len(examples))
+    return _metrics(task, result.metrics, len(examples), result.answers)
 
 
 def _in_domain(variant: Variant, out: Path, summary: dict[str, Any], data_dir: str | None) -> dict[str, Any]:
@@ -244,7 +245,8 @@ def _in_domain(variant: Variant, out: Path, summary: dict[str, Any], data_dir: s
 
     task = get_task(variant.task or "")
     count = len(task.examples("validation", data_dir, limit=variant.budget.get("eval_limit", 300)))
-    return _metrics(task, best_eval(out, summary["best_step"]), count)
+    values, answers = best_eval(out, summary["best_step"])
+    return _metrics(task, values, count, answers)
 
 
 def run_prompt_tuning(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
@@ -314,7 +316,7 @@ def run_majority(variant: Variant, layout: Layout, models: ModelCache, data_dir:
     index = majority_index(task, data_dir)
     metrics = task.compute_metrics(majority_predictions(task, examples, index), examples)
     answer = task.label_words[index] if task.label_words else f"choice {index + 1}"
-    return {"metrics": _metrics(task, metrics, len(examples)), "majority": answer}
+    return {"metrics": _metrics(task, metrics, len(examples), {answer: len(examples)}), "majority": answer}
 
 
 def run_ensemble(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def best_of(cells: dict[Any, float], task: str, methods: Sequence[str]) -> float
     return max((v for (t, c), v in cells.items() if t == task and c.split()[0] in methods), default=None)
 
 
-def methods_table(model: str, cells: dict[Any, float], ctx: Ctx) -> list[str]:
+def methods_table(model: str, cells: dict[Any, float], ctx: Ctx, results: Sequence[Result] = ()) -> list[str]:
     """One model's task x method table (last row: the mean over the tasks with every method) and its bar plot."""
     tasks = sorted({t for t, _ in cells})
     cols = sorted({c for _, c in cells}, key=lambda c: (METHOD_ORDER.index(c.split()[0]) if c.split()[0] in METHOD_ORDER else 9, c))
@@ -109,7 +109,7 @@ def methods_table(model: str, cells: dict[Any, float], ctx: Ctx) -> list[str]:
     rows.append([f"**mean** ({len(complete)} of {len(tasks)} tasks: those with every method)",
                  *(pct(mean(cells.get((t, c)) for t in complete)) for c in cols)])
     slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
-    return [f"### {model}", "", *table(["task", *cols], rows), *at_majority(cells), ctx.figure(
+    return [f"### {model}", "", *table(["task", *cols], rows), *at_majority(cells), *one_answer(results), ctx.figure(
         f"methods_{slug}.png", f"methods, {model}", lambda p: plots.grouped_bars(
             p, f"Methods — {model}", tasks, {c: [cells.get((t, c)) for t in tasks] for c in cols}, "main metric (%)")), ""]
 
@@ -122,6 +122,23 @@ def at_majority(cells: dict[Any, float]) -> list[str]:
     if not hits:
         return []
     return [f"At the majority-class score (most likely one answer for every example): {', '.join(hits)}.", ""]
+
+
+def one_answer(results: Sequence[Result], share: float = 0.95) -> list[str]:
+    """A note naming the results that gave one answer for at least `share` of their examples (from the answer
+    counts that results record since the counts were added; older results have none)."""
+    hits = []
+    for r in sorted(results, key=lambda r: (str(r.get("task")), str(r.get("variant")))):
+        answers = (r.get("metrics") or {}).get("answers")
+        if r.get("method") == "majority" or not answers or not sum(answers.values()):
+            continue
+        top = max(answers, key=answers.__getitem__)
+        if answers[top] >= share * sum(answers.values()):
+            seed = f" seed {r.get('seed')}" if r.get("method") == "few-shot" else ""
+            hits.append(f"{r.get('task')} {method_column(r)}{seed} ({top!r} {answers[top] / sum(answers.values()):.0%})")
+    if not hits:
+        return []
+    return [f"One answer for at least {share:.0%} of the examples: {', '.join(hits)}.", ""]
 
 
 def scale_claim(gaps: dict[str, tuple[float, int]]) -> Claim:
@@ -158,7 +175,7 @@ def section_methods(results: list[Result], ctx: Ctx) -> tuple[list[str], list[Cl
     gaps: dict[str, tuple[float, int]] = {}
     for model, rs in by_model(results):
         cells = averaged(((str(r.get("task")), method_column(r)), main_of(r.get("metrics"))) for r in rs)
-        body += methods_table(model, cells, ctx)
+        body += methods_table(model, cells, ctx, rs)
         diffs = []
         for t in sorted({t for t, _ in cells}):
             ptv, design, mtv = (best_of(cells, t, m) for m in (["prompt-tuning"], DESIGN, ["model-tuning"]))
