@@ -98,5 +98,6 @@ def test_one_token_choices_share_one_row_and_score_as_separate_rows(model, monke
         assert rows == [1 + 1 + 2]  # two one-row inputs, one input with a multi-token choice: two rows
         for i, (t, opts) in enumerate(zip(inputs, choices, strict=True)):
             for c, w in enumerate(opts):
-                alone = float(real(fm, [encode_pair(fm, t, w)], p)[0].sum())
+                with torch.no_grad():
+                    alone = float(real(fm, [encode_pair(fm, t, w)], p)[0].sum())
                 assert got[i][c] == pytest.approx(alone, abs=1e-5)
