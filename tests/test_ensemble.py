@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from tiny import tiny_causal, tiny_seq2seq
 
 import softprompt.train
@@ -108,8 +109,11 @@ def test_cli_ensemble_trains_k_members_and_eval_runs_them_as_an_ensemble(tmp_pat
     task_file = Path(__file__).parent.parent / "examples" / "ticket_topic.yaml"
     common = ["--task-file", str(task_file), "--model", str(tmp_path / "model")]
     done = CliRunner().invoke(app, ["ensemble", *common, "--k", "2", "--steps", "2", "--batch-size", "4",
-                                    "--prompt-length", "3", "--eval-limit", "6", "--out", str(tmp_path / "ens")])
+                                    "--prompt-length", "3", "--eval-limit", "6", "--max-minutes", "30",
+                                    "--min-input-tokens", "2", "--out", str(tmp_path / "ens")])
     assert done.exit_code == 0, done.output
+    member_cfg = yaml.safe_load((tmp_path / "ens" / "member-1" / "config.yaml").read_text())
+    assert member_cfg["max_minutes"] == 30 and member_cfg["min_input_tokens"] == 2  # the flags reach every member
     assert "majority vote" in done.output and (tmp_path / "ens" / "ensemble_eval.json").is_file()
     members = [str(tmp_path / "ens" / f"member-{i}" / "prompt.safetensors") for i in range(2)]
     assert all(Path(m).is_file() for m in members)

@@ -331,7 +331,7 @@ def ensemble(
     seed: Annotated[int | None, typer.Option(help="Seed of member 0; member i uses seed + i.")] = None,
     train_limit: Annotated[int | None, typer.Option(help="Use only N training examples.")] = None,
     min_input_tokens: Annotated[int | None, typer.Option(help="Train only on inputs of at least N tokens (e.g. SST-2's sentences, not its phrases).")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop after this much wall time (evaluates first); a --resume run counts the time before its checkpoint.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop each member after this much wall time (evaluates first).")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config; flags override it.")] = None,
 ) -> None:
@@ -348,7 +348,8 @@ def ensemble(
 
     flags = dict(task=task, task_file=str(task_file) if task_file else None, model=model, prompt_length=prompt_length,
                  init=init_strategy, lr=lr, batch_size=batch_size, steps=steps, eval_every=eval_every,
-                 eval_limit=eval_limit, seed=seed, train_limit=train_limit, data_dir=data_dir, out=str(out))
+                 eval_limit=eval_limit, seed=seed, train_limit=train_limit, min_input_tokens=min_input_tokens,
+                 max_minutes=max_minutes, data_dir=data_dir, out=str(out))
     cfg = TrainConfig.from_sources(config, **flags)
     init_list = [s.strip() for s in inits.split(",")] if inits else None
     fm = load_model(cfg.model)
