@@ -18,13 +18,15 @@ greedy decoding would never reach the label word.
 
 The same k shots (drawn once, seeded) serve every evaluated example, so results are reproducible and the
 design text is a token prefix common to every input: scoring runs it once per batch and puts each input on
-top of its keys/values (`scoring.common_prefix_length`), as it does for a soft prompt. Shots are separated by a blank line; generation stops at the first
-newline, so a model that continues the pattern stops after its answer.
+top of its keys/values (`scoring.common_prefix_length`), as it does for a soft prompt. Shots are separated
+by a blank line; generation stops at the first newline, so a model that continues the pattern stops after
+its answer.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,10 +72,7 @@ def with_cue(text: str, cue: str) -> str:
 def majority_index(task: Task, data_dir: str | Path | None = None, split: str = "train") -> int:
     """The choice index most often gold in `split` (ties: the lower index): the majority-class baseline's
     answer. For label-word tasks it indexes `task.label_words`; for COPA-style tasks, each example's choices."""
-    counts: dict[int, int] = {}
-    for ex in task.examples(split, data_dir):
-        if ex.label is not None:
-            counts[ex.label] = counts.get(ex.label, 0) + 1
+    counts = Counter(ex.label for ex in task.examples(split, data_dir) if ex.label is not None)
     if not counts:
         raise TaskError(f"task {task.name!r} has no labelled {split} examples with choices: no majority class")
     return max(sorted(counts), key=counts.__getitem__)

@@ -110,10 +110,10 @@ def target_logprobs(fm: FrozenModel, pairs: Sequence[Encoded], prompts: PromptSp
     if (shared is not None and prefix_pays_off(prompt_rows[0].shape[0], pairs)
             and all(p.input_ids[:1] == [bos] for p in pairs if bos is not None)):
         return _shared_prefix_logprobs(fm, pairs, prompt_rows[0], bos)
-    if all(p is None for p in prompt_rows):
-        common = common_prefix_length(pairs)
+    common = common_prefix_length(pairs) if all(p is None for p in prompt_rows) else 0
+    if common >= MIN_COMMON_TOKENS:
         rest = [replace(p, input_ids=p.input_ids[common:]) for p in pairs]
-        if common >= MIN_COMMON_TOKENS and prefix_pays_off(common, rest):
+        if prefix_pays_off(common, rest):
             # The shared tokens (BOS included) act as a prefix of embeddings: same ids, same states.
             prefix = fm.embed(torch.tensor([pairs[0].input_ids[:common]]))[0]
             return _shared_prefix_logprobs(fm, rest, prefix, None)
@@ -267,12 +267,10 @@ def score_choices(
         chunk = order[start: start + batch_size]
         lps = target_logprobs(fm, [rows[k][0] for k in chunk], [per_input[rows[k][1]] for k in chunk])
         for k, lp in zip(chunk, lps, strict=True):
-            _, i, scored = rows[k]
-            if len(scored) == 1 and rows[k][0].read_ids is None:
-                result[i][scored[0]] = float(lp.sum())
-            else:
-                for c, value in zip(scored, lp.tolist(), strict=True):
-                    result[i][c] = value
+            row, i, scored = rows[k]
+            # A plain row scores its one choice (summed over tokens); a read_ids row one value per choice.
+            for c, value in zip(scored, [float(lp.sum())] if row.read_ids is None else lp.tolist(), strict=True):
+                result[i][c] = value
     return result
 
 

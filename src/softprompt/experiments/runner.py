@@ -309,14 +309,15 @@ def run_majority(variant: Variant, layout: Layout, models: ModelCache, data_dir:
     """The score of always answering the training split's most common class: where a method lands on it,
     it has learned to predict one class, whatever the other metrics suggest."""
     from softprompt.baselines import majority_index, majority_predictions
+    from softprompt.evaluate import answer_counts
     from softprompt.tasks import get_task
 
     task = get_task(variant.task or "")
     examples = task.examples("validation", data_dir, limit=variant.budget.get("eval_limit", 300))
-    index = majority_index(task, data_dir)
-    metrics = task.compute_metrics(majority_predictions(task, examples, index), examples)
-    answer = task.label_words[index] if task.label_words else f"choice {index + 1}"
-    return {"metrics": _metrics(task, metrics, len(examples), {answer: len(examples)}), "majority": answer}
+    predictions = majority_predictions(task, examples, majority_index(task, data_dir))
+    answers = answer_counts(task, examples, predictions)
+    metrics = _metrics(task, task.compute_metrics(predictions, examples), len(examples), answers)
+    return {"metrics": metrics, "majority": next(iter(answers or {}), None)}
 
 
 def run_ensemble(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:

@@ -129,13 +129,14 @@ def one_answer(results: Sequence[Result], share: float = 0.95) -> list[str]:
     counts that results record since the counts were added; older results have none)."""
     hits = []
     for r in sorted(results, key=lambda r: (str(r.get("task")), str(r.get("variant")))):
-        answers = (r.get("metrics") or {}).get("answers")
-        if r.get("method") == "majority" or not answers or not sum(answers.values()):
+        answers = (r.get("metrics") or {}).get("answers") or {}
+        total = sum(answers.values())
+        if r.get("method") == "majority" or not total:
             continue
         top = max(answers, key=answers.__getitem__)
-        if answers[top] >= share * sum(answers.values()):
+        if answers[top] >= share * total:
             seed = f" seed {r.get('seed')}" if r.get("method") == "few-shot" else ""
-            hits.append(f"{r.get('task')} {method_column(r)}{seed} ({top!r} {answers[top] / sum(answers.values()):.0%})")
+            hits.append(f"{r.get('task')} {method_column(r)}{seed} ({top!r} {answers[top] / total:.0%})")
     if not hits:
         return []
     return [f"One answer for at least {share:.0%} of the examples: {', '.join(hits)}.", ""]
