@@ -57,6 +57,10 @@ def test_info_init_and_peft_round_trip(model_dir, tmp_path):
         (["init", "--length", "1", "--labels", "a,b", "--out", "x.safetensors", "--model", "{model}"], "prompt length 1 < 2 labels"),
         (["import-peft", "/nonexistent-dir", "out.safetensors"], "not a PEFT adapter directory"),
         (["train", "--steps", "1"], "give a task"),
+        # Command-line mistakes (typer's vendored click raised these as tracebacks before).
+        (["trian"], "No such command 'trian'"),
+        (["train", "--steps", "abc"], "Invalid value for '--steps'"),
+        (["experiments", "status"], "No such command 'status'"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(model_dir, args, message):

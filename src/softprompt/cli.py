@@ -417,6 +417,23 @@ def _add_experiments() -> None:
 _add_experiments()
 
 
+def _usage_error_types() -> tuple[type[Exception], ...]:
+    """The exception classes a bad command line raises (unknown command, bad option value).
+
+    typer >= 0.2x raises its vendored copy of click (typer._click), older typer raises click's own;
+    matching only click's let every typo end in a traceback.
+    """
+    import importlib
+
+    found: list[type[Exception]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
 def main() -> None:
     """Entry point: run the app, turning softprompt's own errors into one line and exit code 2."""
     try:
@@ -430,9 +447,7 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 — only our own, expected failures are shown without traceback
-        import click
-
-        if isinstance(err, click.ClickException):
+        if isinstance(err, _usage_error_types()):
             err.show()
             sys.exit(err.exit_code)
         if type(err).__module__.startswith("softprompt."):
