@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from tiny import tiny_causal, tiny_seq2seq
+from tiny import tiny_causal, tiny_gemma3, tiny_seq2seq
 
 from softprompt.init import make_prompt
 from softprompt.scoring import generate, score_choices
@@ -53,13 +53,30 @@ def test_cached_scores_equal_uncached_fp32(add_bos):
         assert abs(sum(got.probs.values()) - 1) < 1e-6
 
 
+@pytest.mark.parametrize("window", [256, 12, 4])
+def test_sliding_window_model_scores_and_generates_as_uncached(window):
+    """Gemma-3's local layers see `window` tokens. Requests that fit run on the cached prefixes; longer ones
+    (and prompts longer than the window) take the plain path, where the model builds its own sliding
+    masks. Before, scores beyond the window were silently wrong (0.10 nats at 16) and a prompt longer than
+    the window crashed the forward."""
+    fm = tiny_gemma3(sliding_window=window)
+    assert fm.attention_window() == window and tiny_causal().attention_window() is None
+    engine, prompts = _engine(fm, batch_size=3)
+    got = engine.score(TEXTS)
+    ref = _uncached(fm, prompts, TEXTS)
+    torch.testing.assert_close(torch.tensor([x for r in got for x in r]), torch.tensor([x for r in ref for x in r]),
+                               atol=1e-4, rtol=0)
+    out = engine.generate([(k, t, 7) for k, t in TEXTS])
+    assert out == generate(fm, [t for _, t in TEXTS], [prompts[k] for k, _ in TEXTS], max_new_tokens=7)
+
+
 def test_scores_do_not_depend_on_how_many_positions_share_an_lm_head_call(monkeypatch):
-    import softprompt.serve.engine as engine_module
+    import softprompt.packed_scoring as packed_scoring
 
     fm = tiny_causal()
     engine, _ = _engine(fm)
     together = engine.score(TEXTS)  # every scored position in one head call
-    monkeypatch.setattr(engine_module, "HEAD_ROWS", 2)  # head calls of 2 rows: multi-token words split
+    monkeypatch.setattr(packed_scoring, "HEAD_ROWS", 2)  # head calls of 2 rows: multi-token words split
     apart = engine.score(TEXTS)
     torch.testing.assert_close(torch.tensor([x for r in apart for x in r]),
                                torch.tensor([x for r in together for x in r]), atol=1e-4, rtol=0)  # fp32 GEMM blocking
@@ -161,7 +178,7 @@ def test_reload_picks_up_new_and_changed_files_and_skips_bad_ones(tmp_path):
 
 
 def test_split_by_length_covers_every_request_once_within_the_batch_limit():
-    from softprompt.serve.layout import split_by_length
+    from softprompt.layout import split_by_length
 
     lengths = [10, 256, 12, 23, 150, 26, 41, 256, 45, 49]
     groups = split_by_length(lengths, max_batch=4)
@@ -172,7 +189,7 @@ def test_split_by_length_covers_every_request_once_within_the_batch_limit():
 
 
 def test_pack_rows_keeps_tasks_apart_within_capacity():
-    from softprompt.serve.layout import pack_rows
+    from softprompt.layout import pack_rows
 
     lengths = [10, 256, 12, 23, 150, 26, 41, 256, 45, 49]
     keys = ["a", "b", "a", "a", "b", "a", "c", "b", "a", "c"]
@@ -188,17 +205,17 @@ def test_pack_rows_keeps_tasks_apart_within_capacity():
 def test_packed_rows_score_as_one_request_per_row(monkeypatch):
     """Several requests in one row (block-diagonal mask, positions restarting per request) give the scores of
     one request per row; TEXTS does pack (its short inputs fit beside each other)."""
-    import softprompt.serve.engine as engine_module
-    from softprompt.serve.layout import pack_rows
+    import softprompt.packed_scoring as packed_scoring
+    from softprompt.layout import pack_rows
 
     fm = tiny_causal()
     engine, _ = _engine(fm, batch_size=8)
     texts = TEXTS + [("sst", ""), ("sst", "ok")]  # an empty input in a packed row reads the prefix's state
     calls: list[list[list[int]]] = []
-    monkeypatch.setattr(engine_module, "pack_rows", lambda *a, **k: calls.append(pack_rows(*a, **k)) or calls[-1])
+    monkeypatch.setattr(packed_scoring, "pack_rows", lambda *a, **k: calls.append(pack_rows(*a, **k)) or calls[-1])
     packed = engine.score(texts)
     assert any(len(row) > 1 for row in calls[0])
-    monkeypatch.setattr(engine_module, "pack_rows", lambda lengths, keys, capacity: [[i] for i in range(len(lengths))])
+    monkeypatch.setattr(packed_scoring, "pack_rows", lambda lengths, keys, capacity: [[i] for i in range(len(lengths))])
     apart = engine.score(texts)
     torch.testing.assert_close(torch.tensor([x for r in packed for x in r]),
                                torch.tensor([x for r in apart for x in r]), atol=1e-4, rtol=0)

@@ -92,6 +92,7 @@ def test_one_token_choices_share_one_row_and_score_as_separate_rows(model, monke
     rows: list[int] = []
     real = scoring.target_logprobs
     monkeypatch.setattr(scoring, "target_logprobs", lambda fm, pairs, prompts=None: rows.append(len(pairs)) or real(fm, pairs, prompts))
+    monkeypatch.setattr("softprompt.packed_scoring.score_packed", lambda *a: {})  # the row-per-pair path
     for p in (prompt, None):
         rows.clear()
         got = score_choices(fm, inputs, choices, p, batch_size=16)
@@ -101,3 +102,34 @@ def test_one_token_choices_share_one_row_and_score_as_separate_rows(model, monke
                 with torch.no_grad():
                     alone = float(real(fm, [encode_pair(fm, t, w)], p)[0].sum())
                 assert got[i][c] == pytest.approx(alone, abs=1e-5)
+
+
+@pytest.mark.parametrize("model", ["llama-bos", "llama", "gemma3-wide", "gemma3-window-12"])
+def test_packed_choices_score_as_one_row_per_pair(model, monkeypatch):
+    """Every choice of an input read off one packed row on a shared prefix (a soft prompt, or with no prompt
+    the inputs' common leading tokens, here a long few-shot-like design) equals one row per (input, choice).
+    Gemma-3 with a 12-token window: inputs that do not fit it take the plain path, and still match."""
+    from tiny import tiny_gemma3
+
+    import softprompt.packed_scoring as packed_scoring
+    import softprompt.scoring as scoring
+
+    fm = {"llama-bos": lambda: tiny_causal(), "llama": lambda: tiny_causal(add_bos=False),
+          "gemma3-wide": lambda: tiny_gemma3(sliding_window=256),
+          "gemma3-window-12": lambda: tiny_gemma3(sliding_window=12)}[model]()
+    design = "premise : a man walks . answer : yes\npremise : it rains . answer : no\n"
+    inputs = [design + t for t in ("the movie was great", "a terrible film , boring and far too long", "ok", "")]
+    choices = [["entailment", "not_entailment", "no"], ["not_entailment", "yes"], ["great film", "a"], ["no", "entailment"]]
+    scored: list[int] = []
+    real = packed_scoring.packed_choice_scores
+    monkeypatch.setattr(packed_scoring, "packed_choice_scores", lambda fm, ids, *a: scored.append(len(ids)) or real(fm, ids, *a))
+    for prompt in (make_prompt(fm, 5, "random-uniform", seed=2), None):
+        scored.clear()
+        got = score_choices(fm, inputs, choices, prompt, batch_size=3)
+        window = fm.attention_window()
+        assert scored == [4] if window is None or window > 100 else sum(scored) < 4
+        for i, (t, opts) in enumerate(zip(inputs, choices, strict=True)):
+            for c, w in enumerate(opts):
+                with torch.no_grad():
+                    alone = float(scoring.target_logprobs(fm, [encode_pair(fm, t, w)], prompt)[0].sum())
+                assert got[i][c] == pytest.approx(alone, abs=1e-4)

@@ -86,6 +86,19 @@ class FrozenModel:
                 return value
         return None
 
+    def attention_window(self) -> int | None:
+        """The sliding attention window of the model's local layers (Gemma-3: 512), or None when every
+        layer attends over the whole context. Paths that build their own attention masks (packed scoring,
+        the engine's caches) are exact only for sequences that fit inside it."""
+        cfg = self.model.config
+        window = getattr(cfg, "sliding_window", None)
+        if not isinstance(window, int) or window <= 0 or getattr(cfg, "use_sliding_window", True) is False:
+            return None
+        types = getattr(cfg, "layer_types", None)
+        if types is not None and "sliding_attention" not in types:
+            return None
+        return window
+
 
 def freeze(model: PreTrainedModel) -> None:
     """No gradients for frozen weights: saves memory and the backward pass through weight grads."""

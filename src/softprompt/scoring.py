@@ -246,23 +246,44 @@ def score_choices(
     prompts: PromptSpec = None,
     batch_size: int = 16,
 ) -> list[list[float]]:
-    """Summed target log-likelihood of every choice of every input: `result[i][c]`.
+    """Summed target log-likelihood of every choice of every input: `result[i][c]` (see `score_encoded`)."""
+    return score_encoded(fm, [[encode_pair(fm, inputs[i], c) for c in options] for i, options in enumerate(choices)],
+                         prompts, batch_size)
 
-    Each (input, choice) pair is one row, except that a causal LM scores all choices of an input in one
-    row when each is one token (True/False, positive/negative): they share the input and the position that
-    predicts them. Rows are sorted by length so batches carry little padding.
+
+@torch.no_grad()
+def score_encoded(
+    fm: FrozenModel, pairs: Sequence[Sequence[Encoded]], prompts: PromptSpec = None, batch_size: int = 16
+) -> list[list[float]]:
+    """Summed log-likelihood `result[i][c]` of `pairs[i][c]` (every choice c of input i, same input ids).
+
+    Causal LMs with one prompt for all inputs (or none) score each input once for all its choices, in
+    packed rows on a shared prefix (packed_scoring.py). Otherwise each (input, choice) pair is one row,
+    except that all choices of an input share one row when each is one token (True/False): they share the
+    input and the position that predicts them. Rows are sorted by length so batches carry little padding.
     """
-    per_input = prompt_list(fm, prompts, len(inputs))
+    per_input = prompt_list(fm, prompts, len(pairs))
+    check_fits(fm, [p for options in pairs for p in options], [r for r, o in zip(per_input, pairs, strict=True) for _ in o])
+    result: list[list[float]] = [[0.0] * len(options) for options in pairs]
+    todo = list(range(len(pairs)))
+    if not fm.is_seq2seq and pairs:
+        from softprompt.packed_scoring import score_packed
+
+        shared = shared_prompt(prompts, len(pairs))
+        if shared is not None or all(p is None for p in per_input):
+            done = score_packed(fm, pairs, per_input[0] if shared is not None else None, batch_size)
+            for i, scores in done.items():
+                result[i] = scores
+            todo = [i for i in todo if i not in done]
     rows: list[tuple[Encoded, int, list[int]]] = []  # (row, input index, the choices it scores)
-    for i, options in enumerate(choices):
-        pairs = [encode_pair(fm, inputs[i], c) for c in options]
-        if not fm.is_seq2seq and len(pairs) > 1 and all(len(p.target_ids) == 1 for p in pairs):
-            row = Encoded(pairs[0].input_ids, pairs[0].target_ids, read_ids=[p.target_ids[0] for p in pairs])
-            rows.append((row, i, list(range(len(pairs)))))
+    for i in todo:
+        options = pairs[i]
+        if not fm.is_seq2seq and len(options) > 1 and all(len(p.target_ids) == 1 for p in options):
+            row = Encoded(options[0].input_ids, options[0].target_ids, read_ids=[p.target_ids[0] for p in options])
+            rows.append((row, i, list(range(len(options)))))
         else:
-            rows += [(p, i, [c]) for c, p in enumerate(pairs)]
+            rows += [(p, i, [c]) for c, p in enumerate(options)]
     order = sorted(range(len(rows)), key=lambda k: len(rows[k][0].input_ids) + len(rows[k][0].target_ids))
-    result: list[list[float]] = [[0.0] * len(options) for options in choices]
     for start in range(0, len(order), batch_size):
         chunk = order[start: start + batch_size]
         lps = target_logprobs(fm, [rows[k][0] for k in chunk], [per_input[rows[k][1]] for k in chunk])
@@ -288,12 +309,18 @@ def generate(
     rows = prompt_list(fm, prompts, len(inputs))
     out: list[str] = []
     for start in range(0, len(inputs), batch_size):
-        chunk = list(inputs[start: start + batch_size])
-        ids = [fm.tokenizer(text).input_ids for text in chunk]
-        step = _generate_seq2seq if fm.is_seq2seq else _generate_causal
-        new_tokens = step(fm, ids, rows[start: start + batch_size], max_new_tokens, stop_at_newline)
+        ids = [fm.tokenizer(text).input_ids for text in inputs[start: start + batch_size]]
+        new_tokens = generate_ids(fm, ids, rows[start: start + batch_size], max_new_tokens, stop_at_newline)
         out += [fm.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new_tokens]
     return out
+
+
+def generate_ids(
+    fm: FrozenModel, ids: list[list[int]], prompts: PromptSpec, max_new_tokens: int, stop_at_newline: bool = True
+) -> list[list[int]]:
+    """`generate` for one batch of tokenized inputs (BOS included as the tokenizer adds it): new token ids."""
+    step = _generate_seq2seq if fm.is_seq2seq else _generate_causal
+    return step(fm, ids, prompt_list(fm, prompts, len(ids)), max_new_tokens, stop_at_newline)
 
 
 def generation_stopped(fm: FrozenModel, tokens: list[int], stop_at_newline: bool) -> bool:

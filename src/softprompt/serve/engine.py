@@ -3,8 +3,10 @@
 For decoder-only models a prompt's keys and values never depend on the input (it comes first), so each
 prompt's prefix (BOS + prompt) runs once, when it is registered, and every request reuses its KV: request
 cost is the input's tokens, whatever P is. A batch mixing tasks stacks the examples' prefixes into one
-cache (layout.py). Seq2seq models take the plain path through `scoring` (the encoder must see prompt and
-input together).
+cache (layout.py); classification scores every label word of a request in one packed row
+(packed_scoring.py). Seq2seq models take the plain path through `scoring` (the encoder must see prompt and
+input together), and so do requests longer than a sliding attention window (Gemma-3's local layers): the
+cached layouts build their own masks, which are exact only inside the window.
 
     >>> engine = Engine(fm, prompts_dir="prompts/")          # sst2.safetensors -> task "sst2"
     >>> engine.classify([("sst2", "sentence: a gem ."), ("rte", "premise: ... hypothesis: ...")])
@@ -19,30 +21,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from softprompt.frozen import FrozenModel
+from softprompt.layout import generate_layout, padded_prefix_cache, split_by_length
+from softprompt.packed_scoring import fits_window, packed_choice_scores
 from softprompt.prefix import PrefixState, base_model, run_prefix
 from softprompt.prompt import PromptFileError, SoftPrompt
 from softprompt.scoring import (
+    Encoded,
     InputTooLongError,
     encode_pair,
     generate,
+    generate_ids,
     generation_stopped,
     head_logits,
     score_choices,
+    score_encoded,
     trim_at_eos,
 )
-from softprompt.serve.layout import (
-    classify_layout,
-    generate_layout,
-    pack_rows,
-    padded_prefix_cache,
-    segment_mask,
-    split_by_length,
-)
-
-HEAD_ROWS = 512  # scored positions per LM-head call: [512, V] fp32 logits are ~100 MB for SmolLM2
 
 
 class EngineError(ValueError):
@@ -247,59 +243,29 @@ class Engine:
     def _classify_cached(
         self, reqs: list[ClassifyRequest], words: list[list[str]], entries: dict[str, Entry]
     ) -> list[list[float]]:
-        """Summed log-likelihood of every label word of every request: one forward per batch (layout.py)."""
+        """Summed log-likelihood of every label word of every request: packed rows on the cached prefixes
+        (packed_scoring.py); requests that do not fit a sliding attention window take the plain path."""
         ids = [self._input_ids(r.text) for r in reqs]
         targets = [[self._target_ids(r.text[-1:], w) for w in ws] for r, ws in zip(reqs, words, strict=True)]
         states = [self._entry(entries, r.task).state for r in reqs]
         for i, s in enumerate(states):
             self._check_fits(s.length, len(ids[i]), max(len(t) for t in targets[i]))
-        # Requests of one task share rows (packed up to the longest request's length), and rows of similar
-        # length share a forward: little padding, few forwards. Results go back to request order.
-        lengths = [len(ids[i]) + sum(len(t) - 1 for t in targets[i]) for i in range(len(reqs))]
-        rows = pack_rows(lengths, [id(s) for s in states], capacity=max(lengths, default=1))
-        groups = []
-        for chunk in split_by_length([sum(lengths[i] for i in row) for row in rows], self.batch_size):
-            packed = [rows[r] for r in chunk]
-            groups.append(([i for row in packed for i in row], self._scored_states(packed, ids, targets, states)))
-        order = [i for chunk, _ in groups for i in chunk]
-        hidden = torch.cat([h for _, h in groups])  # [N, H]: every scored position of the call
-        gold = torch.tensor([t for i in order for w in targets[i] for t in w], device=self.fm.device)  # [N]
-        # The LM head over many forwards' positions at once: its weights ([V, H], 57 MB in bf16 for SmolLM2)
-        # are read once per HEAD_ROWS positions, not once per forward; the bound keeps the fp32 logits of one
-        # huge call (an HTTP job of thousands of inputs) at ~100 MB.
-        token_lp: list[float] = []
-        for start in range(0, len(hidden), HEAD_ROWS):
-            logprobs = F.log_softmax(head_logits(self.fm, hidden[start: start + HEAD_ROWS]), dim=-1)  # [n, V]
-            token_lp += logprobs.gather(1, gold[start: start + HEAD_ROWS, None])[:, 0].tolist()
+        inside = [fits_window(self.fm, s.length, len(ids[i]), max(len(t) for t in targets[i]))
+                  for i, s in enumerate(states)]
         result: list[list[float]] = [[] for _ in reqs]
-        k = 0
-        for i in order:
-            for w in targets[i]:
-                result[i].append(float(sum(token_lp[k: k + len(w)])))
-                k += len(w)
+        cached = [i for i in range(len(reqs)) if inside[i]]
+        for i, scores in zip(cached, packed_choice_scores(
+                self.fm, [ids[i] for i in cached], [targets[i] for i in cached], [states[i] for i in cached],
+                self.batch_size), strict=True):
+            result[i] = scores
+        plain = [i for i in range(len(reqs)) if not inside[i]]
+        if plain:
+            bos = [self.fm.tokenizer.bos_token_id] if self.fm.adds_bos else []
+            pairs = [[Encoded(bos + ids[i], t) for t in targets[i]] for i in plain]
+            prompts = [self._entry(entries, reqs[i].task).prompt for i in plain]
+            for i, scores in zip(plain, score_encoded(self.fm, pairs, prompts, self.batch_size), strict=True):
+                result[i] = scores
         return result
-
-    def _scored_states(
-        self, rows: list[list[int]], ids: list[list[int]], targets: list[list[list[int]]], states: list[PrefixState]
-    ) -> torch.Tensor:
-        """One forward over `rows` (request indices; the requests of a row share one prefix): the hidden states
-        [N, H] that predict every label-word token, in row, request, word, token order."""
-        fm = self.fm
-        row_states = [states[row[0]] for row in rows]
-        layout = classify_layout([[(ids[i], targets[i]) for i in row] for row in rows],
-                                 [s.length for s in row_states], fm.tokenizer.pad_token_id)
-        cache, prefix_mask = padded_prefix_cache(fm, row_states)
-        mask = segment_mask(prefix_mask, layout.owner.to(fm.device), layout.word.to(fm.device), fm.dtype)
-        hidden = base_model(fm)(
-            inputs_embeds=fm.embed(layout.ids), attention_mask=mask, position_ids=layout.positions.to(fm.device),
-            cache=cache, use_cache=True,
-        ).last_hidden_state  # [R, L, H]
-        # Column 0 of each row: its prefix's last state (predicts the first token when an input is empty).
-        hidden = torch.cat([torch.cat([s.last_hidden for s in row_states]), hidden], dim=1)  # [R, 1+L, H]
-        picks = [(r, c) for r, words in zip(layout.request_rows, layout.before, strict=True)
-                 for w in words for c in w]
-        index = torch.tensor(picks, device=fm.device).reshape(-1, 2)
-        return hidden[index[:, 0], index[:, 1]]  # [N, H]
 
     # ------------------------------------------------------------------------------------------- generate
 
@@ -329,10 +295,31 @@ class Engine:
         for i, s in enumerate(states):
             self._check_fits(s.length, len(ids[i]), reqs[i].max_new_tokens)
         for chunk in split_by_length([len(x) for x in ids], self.batch_size):
-            tokens = self._generate_batch([ids[i] for i in chunk], [states[i] for i in chunk],
-                                          [reqs[i].max_new_tokens for i in chunk], stop_at_newline)
+            limits = [reqs[i].max_new_tokens for i in chunk]
+            # The padded cache's slots count against a sliding window as if they were tokens: cached only
+            # when the whole padded batch, generated tokens included, fits inside it.
+            longest = max(states[i].length for i in chunk) + max(len(ids[i]) for i in chunk) + max(limits)
+            if fits_window(self.fm, longest, 0, 0):
+                tokens = self._generate_batch([ids[i] for i in chunk], [states[i] for i in chunk], limits,
+                                              stop_at_newline)
+            else:
+                tokens = self._generate_plain([ids[i] for i in chunk], [prompts[i] for i in chunk], limits,
+                                              stop_at_newline)
             for i, t in zip(chunk, tokens, strict=True):
                 out[i] = self.fm.tokenizer.decode(t, skip_special_tokens=True).strip()
+        return out
+
+    def _generate_plain(
+        self, ids: list[list[int]], prompts: list[SoftPrompt], limits: list[int], stop_nl: bool
+    ) -> list[list[int]]:
+        """The uncached path (the model builds its own sliding-window masks), one call per distinct limit."""
+        bos = [self.fm.tokenizer.bos_token_id] if self.fm.adds_bos else []
+        out: list[list[int]] = [[] for _ in ids]
+        for limit in sorted(set(limits)):
+            idx = [b for b, n in enumerate(limits) if n == limit]
+            tokens = generate_ids(self.fm, [bos + ids[b] for b in idx], [prompts[b] for b in idx], limit, stop_nl)
+            for b, t in zip(idx, tokens, strict=True):
+                out[b] = t
         return out
 
     def _generate_batch(

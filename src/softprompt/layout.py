@@ -1,4 +1,5 @@
-"""Batch layouts for running requests of different tasks on top of their cached prompt keys/values.
+"""Batch layouts for running inputs on top of cached prefix keys/values (the serving engine's per-task
+prompts; `softprompt eval`'s shared prompt or few-shot text, via packed_scoring.py).
 
 Each example b of a batch has its own prefix (BOS + its task's prompt, P_b rows, cached per task) and its own
 tokens. One forward serves the whole batch:
