@@ -145,6 +145,29 @@ def test_seq2seq_takes_the_plain_path():
     assert engine.generate([("rte", "true", 3)]) == generate(fm, ["true"], prompts["rte"], max_new_tokens=3)
 
 
+@pytest.mark.parametrize("make", [tiny_seq2seq, tiny_causal])
+def test_max_input_tokens_cuts_inputs_for_every_model_kind(make):
+    """Engine(max_input_tokens=N) scores and generates from the cut input (start and end kept), seq2seq
+    included (its plain path used to get the whole text)."""
+    from softprompt.scoring import Encoded, encode_pair, generate_ids, score_encoded
+    from softprompt.train import cut_input
+
+    fm = make()
+    engine, prompts = _engine(fm)
+    engine.max_input_tokens = 8
+    text = "premise : a man is walking in the park with his dog . hypothesis : someone moves"
+    ids = fm.tokenizer(text).input_ids
+    bos = ids[:1] if fm.adds_bos else []
+    cut = bos + cut_input(ids[len(bos):], 8)
+    assert len(cut) < len(ids)
+    pairs = [Encoded(cut, encode_pair(fm, text, w).target_ids) for w in WORDS["rte"]]
+    want = score_encoded(fm, [pairs], prompts["rte"])[0]
+    got = engine.score([("rte", text)])[0]
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(want), atol=1e-4, rtol=0)
+    tokens = generate_ids(fm, [cut], prompts["rte"], 4)[0]
+    assert engine.generate([("rte", text, 4)]) == [fm.tokenizer.decode(tokens, skip_special_tokens=True).strip()]
+
+
 def test_reload_picks_up_new_and_changed_files_and_skips_bad_ones(tmp_path):
     fm = tiny_causal()
     make_prompt(fm, 4, "random-uniform", seed=1, labels=["positive", "negative"]).save(tmp_path / "sst.safetensors")

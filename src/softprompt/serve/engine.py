@@ -31,11 +31,9 @@ from softprompt.scoring import (
     Encoded,
     InputTooLongError,
     encode_pair,
-    generate,
     generate_ids,
     generation_stopped,
     head_logits,
-    score_choices,
     score_encoded,
     trim_at_eos,
 )
@@ -233,36 +231,33 @@ class Engine:
             if not w:
                 raise EngineError(f"task {r.task!r} has no label words in its prompt file; pass label_words")
             words.append(w)
-        if self.fm.is_seq2seq:
-            scores = score_choices(self.fm, [r.text for r in reqs], words,
-                                   [self._entry(entries, r.task).prompt for r in reqs], self.batch_size)
-        else:
-            scores = self._classify_cached(reqs, words, entries)
-        return words, scores
+        return words, self._label_scores(reqs, words, entries)
 
-    def _classify_cached(
+    def _label_scores(
         self, reqs: list[ClassifyRequest], words: list[list[str]], entries: dict[str, Entry]
     ) -> list[list[float]]:
         """Summed log-likelihood of every label word of every request: packed rows on the cached prefixes
-        (packed_scoring.py); requests that do not fit a sliding attention window take the plain path."""
+        (packed_scoring.py) where those are exact; the plain path (`scoring.score_encoded`) for seq2seq
+        models and for requests that do not fit a sliding attention window."""
         ids = [self._input_ids(r.text) for r in reqs]
         targets = [[self._target_ids(r.text[-1:], w) for w in ws] for r, ws in zip(reqs, words, strict=True)]
-        states = [self._entry(entries, r.task).state for r in reqs]
-        for i, s in enumerate(states):
-            self._check_fits(s.length, len(ids[i]), max(len(t) for t in targets[i]))
-        inside = [fits_window(self.fm, s.length, len(ids[i]), max(len(t) for t in targets[i]))
-                  for i, s in enumerate(states)]
+        tasks = [self._entry(entries, r.task) for r in reqs]
+        cached: list[int] = []
+        if not self.fm.is_seq2seq:
+            for i, e in enumerate(tasks):
+                self._check_fits(e.state.length, len(ids[i]), max(len(t) for t in targets[i]))
+            cached = [i for i, e in enumerate(tasks)
+                      if fits_window(self.fm, e.state.length, len(ids[i]), max(len(t) for t in targets[i]))]
         result: list[list[float]] = [[] for _ in reqs]
-        cached = [i for i in range(len(reqs)) if inside[i]]
         for i, scores in zip(cached, packed_choice_scores(
-                self.fm, [ids[i] for i in cached], [targets[i] for i in cached], [states[i] for i in cached],
+                self.fm, [ids[i] for i in cached], [targets[i] for i in cached], [tasks[i].state for i in cached],
                 self.batch_size), strict=True):
             result[i] = scores
-        plain = [i for i in range(len(reqs)) if not inside[i]]
+        plain = sorted(set(range(len(reqs))) - set(cached))
         if plain:
             bos = [self.fm.tokenizer.bos_token_id] if self.fm.adds_bos else []
             pairs = [[Encoded(bos + ids[i], t) for t in targets[i]] for i in plain]
-            prompts = [self._entry(entries, reqs[i].task).prompt for i in plain]
+            prompts = [tasks[i].prompt for i in plain]
             for i, scores in zip(plain, score_encoded(self.fm, pairs, prompts, self.batch_size), strict=True):
                 result[i] = scores
         return result
@@ -282,15 +277,10 @@ class Engine:
         entries = self._entries
         prompts = [self._entry(entries, r.task).prompt for r in reqs]
         out: list[str] = [""] * len(reqs)
-        if self.fm.is_seq2seq:  # plain path; one call per distinct max_new_tokens
-            for limit in sorted({r.max_new_tokens for r in reqs}):
-                idx = [i for i, r in enumerate(reqs) if r.max_new_tokens == limit]
-                texts = generate(self.fm, [reqs[i].text for i in idx], [prompts[i] for i in idx], limit,
-                                 self.batch_size, stop_at_newline)
-                for i, text in zip(idx, texts, strict=True):
-                    out[i] = text
-            return out
         ids = [self._input_ids(r.text) for r in reqs]
+        if self.fm.is_seq2seq:  # the encoder must see prompt and input together: no cached prefix
+            tokens = self._generate_plain(ids, prompts, [r.max_new_tokens for r in reqs], stop_at_newline)
+            return [self.fm.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
         states = [self._entry(entries, r.task).state for r in reqs]
         for i, s in enumerate(states):
             self._check_fits(s.length, len(ids[i]), reqs[i].max_new_tokens)
@@ -312,14 +302,17 @@ class Engine:
     def _generate_plain(
         self, ids: list[list[int]], prompts: list[SoftPrompt], limits: list[int], stop_nl: bool
     ) -> list[list[int]]:
-        """The uncached path (the model builds its own sliding-window masks), one call per distinct limit."""
+        """The uncached path (seq2seq; beyond a sliding window, where the model builds its own masks): one
+        call per distinct limit and batch."""
         bos = [self.fm.tokenizer.bos_token_id] if self.fm.adds_bos else []
         out: list[list[int]] = [[] for _ in ids]
         for limit in sorted(set(limits)):
-            idx = [b for b, n in enumerate(limits) if n == limit]
-            tokens = generate_ids(self.fm, [bos + ids[b] for b in idx], [prompts[b] for b in idx], limit, stop_nl)
-            for b, t in zip(idx, tokens, strict=True):
-                out[b] = t
+            same = [b for b, n in enumerate(limits) if n == limit]
+            for start in range(0, len(same), self.batch_size):
+                idx = same[start: start + self.batch_size]
+                tokens = generate_ids(self.fm, [bos + ids[b] for b in idx], [prompts[b] for b in idx], limit, stop_nl)
+                for b, t in zip(idx, tokens, strict=True):
+                    out[b] = t
         return out
 
     def _generate_batch(
