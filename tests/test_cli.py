@@ -57,6 +57,7 @@ def test_info_init_and_peft_round_trip(model_dir, tmp_path):
         (["init", "--length", "1", "--labels", "a,b", "--out", "x.safetensors", "--model", "{model}"], "prompt length 1 < 2 labels"),
         (["import-peft", "/nonexistent-dir", "out.safetensors"], "not a PEFT adapter directory"),
         (["train", "--steps", "1"], "give a task"),
+        (["train", "--task", "sst2", "--lr", "-1"], "lr must be > 0, got -1.0"),
         # Command-line mistakes (typer's vendored click raised these as tracebacks before).
         (["trian"], "No such command 'trian'"),
         (["train", "--steps", "abc"], "Invalid value for '--steps'"),

@@ -79,6 +79,14 @@ def test_bad_configs_are_refused_with_the_values():
         TrainConfig(task="sst2", batch_size=10, grad_accum=4)
     with pytest.raises(ValueError, match="'sgd' is not a valid Optimizer"):
         TrainConfig(task="sst2", optimizer="sgd")
+    # Values the optimizer, the data loader or the clock would otherwise trip over later (a traceback).
+    for bad, message in [({"lr": -1.0}, "lr must be > 0, got -1.0"), ({"lr": 0.0}, "lr must be > 0"),
+                         ({"max_minutes": -1}, "max_minutes must be >= 0"), ({"eval_limit": 0}, "eval_limit must be >= 1"),
+                         ({"patience": 0}, "patience must be >= 1"), ({"eval_batch_size": 0}, "eval_batch_size must be >= 1"),
+                         ({"weight_decay": -0.1}, "must be >= 0")]:
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig(task="sst2", **bad)
+    TrainConfig(task="sst2", lr=None, eval_limit=None, patience=None, max_minutes=None)  # unset: off / default
 
 
 KILL_SCRIPT = """

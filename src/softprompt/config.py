@@ -126,9 +126,22 @@ class TrainConfig:
             raise ConfigError("give a task: --task NAME (e.g. sst2) or --task-file my_task.yaml")
         if self.task and self.task_file:
             raise ConfigError(f"give --task or --task-file, not both (got {self.task!r} and {self.task_file!r})")
-        for name in ("prompt_length", "batch_size", "grad_accum", "steps"):
+        for name in ("prompt_length", "batch_size", "grad_accum", "steps", "eval_batch_size", "max_input_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        # Optional counts and amounts: None means "off", anything given must make sense (the optimizer,
+        # the data loader or the clock would otherwise fail later with a traceback, or silently do nothing).
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.max_minutes is not None and not self.max_minutes >= 0:  # 0: stop after the first step
+            raise ConfigError(f"max_minutes must be >= 0, got {self.max_minutes}")
+        for name in ("eval_limit", "patience", "checkpoint_every", "train_limit", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 (or left unset), got {value}")
+        if self.weight_decay < 0 or self.eval_every < 0 or (self.min_input_tokens or 0) < 0:
+            raise ConfigError(f"weight_decay, eval_every and min_input_tokens must be >= 0, got "
+                              f"{self.weight_decay}, {self.eval_every}, {self.min_input_tokens}")
         if self.batch_size % self.grad_accum:
             raise ConfigError(
                 f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}; "
