@@ -62,6 +62,9 @@ def test_info_init_and_peft_round_trip(model_dir, tmp_path):
         (["trian"], "No such command 'trian'"),
         (["train", "--steps", "abc"], "Invalid value for '--steps'"),
         (["experiments", "status"], "No such command 'status'"),
+        (["eval", "--task", "sst2", "--batch-size", "0"], "Invalid value for '--batch-size'"),  # was range() traceback
+        (["eval", "--task", "sst2", "--shots", "-1"], "Invalid value for '--shots'"),  # ran zero-shot silently
+        (["serve", "--prompts", ".", "--port", "99999"], "Invalid value for '--port'"),  # was bind() traceback
     ],
 )
 def test_user_errors_are_one_line_without_traceback(model_dir, args, message):

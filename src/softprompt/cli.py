@@ -62,7 +62,7 @@ def info(model: ModelOpt = "default", as_json: Annotated[bool, typer.Option("--j
 def init(
     out: Annotated[Path, typer.Option("--out", "-o", help="Prompt file to write (.safetensors).")],
     model: ModelOpt = "default",
-    length: Annotated[int, typer.Option("--length", "-p", help="Prompt length P (paper default 100).")] = 100,
+    length: Annotated[int, typer.Option("--length", "-p", min=1, help="Prompt length P (paper default 100).")] = 100,
     init_strategy: Annotated[str, typer.Option("--init", help="random-uniform | sampled-vocab | class-labels | text | file")] = "class-labels",
     labels: Annotated[str | None, typer.Option(help="Comma-separated label words for class-labels init.")] = None,
     text: Annotated[str | None, typer.Option(help="Text whose token embeddings start the prompt (text init).")] = None,
@@ -189,11 +189,11 @@ def lm_adapt_command(
     task: Annotated[str | None, typer.Option(help="Use a built-in task's training inputs as the raw text (e.g. sst2).")] = None,
     task_file: Annotated[Path | None, typer.Option(help="Use a task file's training inputs as the raw text.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA).")] = None,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 100,
-    batch_size: Annotated[int, typer.Option(help="Texts per step.")] = 8,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 100,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per step.")] = 8,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-3 Adafactor, 1e-4 AdamW).")] = None,
     optimizer: Annotated[str, typer.Option(help="adafactor | adamw")] = "adafactor",
-    max_tokens: Annotated[int, typer.Option(help="Tokens per text window (prefix + suffix).")] = 128,
+    max_tokens: Annotated[int, typer.Option(min=2, help="Tokens per text window (prefix + suffix).")] = 128,
     seed: Annotated[int, typer.Option(help="Seed for data order and split points.")] = 0,
 ) -> None:
     """LM-adapt a span-corruption seq2seq model: train all weights with the prefix-LM objective (paper §3.2).
@@ -222,16 +222,16 @@ def eval_command(
     prompt: Annotated[list[Path] | None, typer.Option("--prompt", help="Soft prompt file; repeat for an ensemble (one batched pass; every member reported too).")] = None,
     no_prompt: Annotated[bool, typer.Option("--no-prompt", help="Zero-shot: the frozen model alone.")] = False,
     instruction: Annotated[str | None, typer.Option(help="Prompt design: instruction text put before every input.")] = None,
-    shots: Annotated[int, typer.Option(help="Prompt design: k solved training examples before every input.")] = 0,
+    shots: Annotated[int, typer.Option(min=0, help="Prompt design: k solved training examples before every input.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed for drawing the shots.")] = 0,
     split: Annotated[str, typer.Option(help="train | validation | test (where labelled) | task-specific.")] = "validation",
-    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N examples.")] = None,
     mode: Annotated[str | None, typer.Option(help="rank (score each label word) | generate (greedy, exact match). Default: the task's.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     predictions: Annotated[Path | None, typer.Option(help="Write one JSON line per example here.")] = None,
     model: ModelOpt = "default",
     data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA, else ../shared/data).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 16,
 ) -> None:
     """Evaluate a soft prompt, a designed prompt, or no prompt on a task's split.
 
@@ -293,7 +293,7 @@ def eval_command(
 @app.command()
 def neighbors(
     prompt: Annotated[Path, typer.Argument(help="A softprompt .safetensors file.")],
-    k: Annotated[int, typer.Option("--k", help="Nearest tokens per prompt position.")] = 5,
+    k: Annotated[int, typer.Option("--k", min=1, help="Nearest tokens per prompt position.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     model: ModelOpt = "default",
 ) -> None:
@@ -366,15 +366,15 @@ def serve(
     prompts: Annotated[Path, typer.Option("--prompts", help="Directory of NAME.safetensors prompt files (task = NAME); publish new ones by write-then-rename.")],
     model: ModelOpt = "default",
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default; there is no authentication).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    max_batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 16,
-    max_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.")] = 10.0,
-    max_input_tokens: Annotated[int, typer.Option(help="Tokens per input; longer inputs get 422.")] = 512,
-    max_inputs: Annotated[int, typer.Option(help="Inputs per /v1/classify request.")] = 64,
-    max_body_bytes: Annotated[int, typer.Option(help="Request body size; larger gets 413.")] = 1_000_000,
-    max_new_tokens: Annotated[int, typer.Option(help="Upper bound and default for /v1/generate.")] = 64,
-    queue_timeout_s: Annotated[float, typer.Option(help="Requests not started by then get 503.")] = 30.0,
-    reload_interval_s: Annotated[float, typer.Option(help="Rescan --prompts this often (0: only on GET /v1/tasks).")] = 2.0,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Examples per micro-batch.")] = 16,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="How long a request waits for others to batch with.")] = 10.0,
+    max_input_tokens: Annotated[int, typer.Option(min=1, help="Tokens per input; longer inputs get 422.")] = 512,
+    max_inputs: Annotated[int, typer.Option(min=1, help="Inputs per /v1/classify request.")] = 64,
+    max_body_bytes: Annotated[int, typer.Option(min=1, help="Request body size; larger gets 413.")] = 1_000_000,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Upper bound and default for /v1/generate.")] = 64,
+    queue_timeout_s: Annotated[float, typer.Option(min=0.001, help="Requests not started by then get 503.")] = 30.0,
+    reload_interval_s: Annotated[float, typer.Option(min=0, help="Rescan --prompts this often (0: only on GET /v1/tasks).")] = 2.0,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
 ) -> None:
     """Serve every prompt in a directory over HTTP, on one frozen model (docs at /docs).
