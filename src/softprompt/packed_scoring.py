@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from softprompt.frozen import FrozenModel
 from softprompt.layout import classify_layout, pack_rows, padded_prefix_cache, segment_mask, split_by_length
-from softprompt.prefix import PrefixState, base_model, run_prefix
+from softprompt.prefix import PrefixState, base_model, prepend_bos, run_prefix
 from softprompt.scoring import Encoded, common_prefix_length, head_logits
 
 HEAD_ROWS = 512  # scored positions per LM-head call: [512, V] fp32 logits are ~100 MB for SmolLM2
@@ -52,7 +52,7 @@ def score_packed(
         skip = 1 if fm.adds_bos else 0  # the prompt goes after BOS, which moves into the prefix
         if skip and any(p.input_ids[:1] != [bos] for p in firsts):
             return {}
-        prefix = prompt if not skip else torch.cat([fm.embed(torch.tensor([[bos]]))[0], prompt])
+        prefix = prepend_bos(fm, prompt) if skip else prompt
     else:
         skip = common_prefix_length(firsts)
         if skip == 0:

@@ -35,6 +35,12 @@ def base_model(fm: FrozenModel) -> torch.nn.Module:
     return getattr(fm.model, fm.model.base_model_prefix)
 
 
+def prepend_bos(fm: FrozenModel, rows: torch.Tensor) -> torch.Tensor:
+    """[BOS embedding; rows]: [1+P, H] from [P, H] (a prompt goes right after BOS when the tokenizer adds one)."""
+    bos = torch.tensor([[fm.tokenizer.bos_token_id]], device=rows.device)
+    return torch.cat([fm.embed(bos)[0], rows])
+
+
 def run_prefix(fm: FrozenModel, prefix: torch.Tensor) -> PrefixState:
     """Forward a prefix [P', H] (model dtype) at batch size 1 and keep its per-layer keys/values."""
     cache = DynamicCache(config=fm.model.config)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from softprompt.attach import attach_causal, attach_encoder
 from softprompt.frozen import FrozenModel
-from softprompt.prefix import forward_after_prefix, run_prefix
+from softprompt.prefix import forward_after_prefix, prepend_bos, run_prefix
 from softprompt.prompt import SoftPrompt
 
 PromptSpec = SoftPrompt | torch.Tensor | Sequence[SoftPrompt | torch.Tensor | None] | None
@@ -195,7 +195,7 @@ def _shared_prefix_logprobs(
 ) -> list[torch.Tensor]:
     """One prompt for the whole batch: run [BOS] + prompt once, then every example after it (prefix.py)."""
     skip = 0 if bos is None else 1  # BOS moves into the shared prefix
-    prefix = prompt if bos is None else torch.cat([fm.embed(torch.tensor([[bos]]))[0], prompt])
+    prefix = prompt if bos is None else prepend_bos(fm, prompt)
     state = run_prefix(fm, prefix)
     ids, mask = pad([p.input_ids[skip:] + p.target_ids for p in pairs], fm.tokenizer.pad_token_id)
     hidden = forward_after_prefix(fm, state, fm.embed(ids), mask.to(fm.device))  # [B, 1+T, H]

@@ -25,7 +25,7 @@ import torch
 from softprompt.frozen import FrozenModel
 from softprompt.layout import generate_layout, padded_prefix_cache, split_by_length
 from softprompt.packed_scoring import fits_window, packed_choice_scores
-from softprompt.prefix import PrefixState, base_model, run_prefix
+from softprompt.prefix import PrefixState, base_model, prepend_bos, run_prefix
 from softprompt.prompt import PromptFileError, SoftPrompt
 from softprompt.scoring import (
     Encoded,
@@ -191,10 +191,7 @@ class Engine:
     def _prefix(self, prompt: SoftPrompt) -> PrefixState:
         """Run BOS (when the tokenizer adds one: the prompt goes after it) + prompt once; keep its KV."""
         rows = prompt.as_input(self.fm.dtype, self.fm.device)
-        if self.fm.adds_bos:
-            bos = torch.tensor([[self.fm.tokenizer.bos_token_id]], device=self.fm.device)
-            rows = torch.cat([self.fm.embed(bos)[0], rows])
-        return run_prefix(self.fm, rows)
+        return run_prefix(self.fm, prepend_bos(self.fm, rows) if self.fm.adds_bos else rows)
 
     def _entry(self, entries: dict[str, Entry], task: str) -> Entry:
         if task not in entries:
@@ -242,12 +239,12 @@ class Engine:
         ids = [self._input_ids(r.text) for r in reqs]
         targets = [[self._target_ids(r.text[-1:], w) for w in ws] for r, ws in zip(reqs, words, strict=True)]
         tasks = [self._entry(entries, r.task) for r in reqs]
+        longest = [max(len(t) for t in ts) for ts in targets]
         cached: list[int] = []
         if not self.fm.is_seq2seq:
             for i, e in enumerate(tasks):
-                self._check_fits(e.state.length, len(ids[i]), max(len(t) for t in targets[i]))
-            cached = [i for i, e in enumerate(tasks)
-                      if fits_window(self.fm, e.state.length, len(ids[i]), max(len(t) for t in targets[i]))]
+                self._check_fits(e.state.length, len(ids[i]), longest[i])
+            cached = [i for i, e in enumerate(tasks) if fits_window(self.fm, e.state.length, len(ids[i]), longest[i])]
         result: list[list[float]] = [[] for _ in reqs]
         for i, scores in zip(cached, packed_choice_scores(
                 self.fm, [ids[i] for i in cached], [targets[i] for i in cached], [tasks[i].state for i in cached],
@@ -255,8 +252,7 @@ class Engine:
             result[i] = scores
         plain = sorted(set(range(len(reqs))) - set(cached))
         if plain:
-            bos = [self.fm.tokenizer.bos_token_id] if self.fm.adds_bos else []
-            pairs = [[Encoded(bos + ids[i], t) for t in targets[i]] for i in plain]
+            pairs = [[Encoded(self._with_bos(ids[i]), t) for t in targets[i]] for i in plain]
             prompts = [tasks[i].prompt for i in plain]
             for i, scores in zip(plain, score_encoded(self.fm, pairs, prompts, self.batch_size), strict=True):
                 result[i] = scores
@@ -275,13 +271,14 @@ class Engine:
         if not reqs:
             return []
         entries = self._entries
-        prompts = [self._entry(entries, r.task).prompt for r in reqs]
+        tasks = [self._entry(entries, r.task) for r in reqs]
+        prompts = [e.prompt for e in tasks]
         out: list[str] = [""] * len(reqs)
         ids = [self._input_ids(r.text) for r in reqs]
         if self.fm.is_seq2seq:  # the encoder must see prompt and input together: no cached prefix
             tokens = self._generate_plain(ids, prompts, [r.max_new_tokens for r in reqs], stop_at_newline)
             return [self.fm.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
-        states = [self._entry(entries, r.task).state for r in reqs]
+        states = [e.state for e in tasks]
         for i, s in enumerate(states):
             self._check_fits(s.length, len(ids[i]), reqs[i].max_new_tokens)
         for chunk in split_by_length([len(x) for x in ids], self.batch_size):
@@ -304,13 +301,12 @@ class Engine:
     ) -> list[list[int]]:
         """The uncached path (seq2seq; beyond a sliding window, where the model builds its own masks): one
         call per distinct limit and batch."""
-        bos = [self.fm.tokenizer.bos_token_id] if self.fm.adds_bos else []
         out: list[list[int]] = [[] for _ in ids]
         for limit in sorted(set(limits)):
             same = [b for b, n in enumerate(limits) if n == limit]
             for start in range(0, len(same), self.batch_size):
                 idx = same[start: start + self.batch_size]
-                tokens = generate_ids(self.fm, [bos + ids[b] for b in idx], [prompts[b] for b in idx], limit, stop_nl)
+                tokens = generate_ids(self.fm, [self._with_bos(ids[b]) for b in idx], [prompts[b] for b in idx], limit, stop_nl)
                 for b, t in zip(idx, tokens, strict=True):
                     out[b] = t
         return out
@@ -357,6 +353,10 @@ class Engine:
 
             ids = cut_input(ids, self.max_input_tokens)
         return ids
+
+    def _with_bos(self, ids: list[int]) -> list[int]:
+        """Input ids as the plain (uncached) path takes them: BOS back in front, where the tokenizer puts it."""
+        return [self.fm.tokenizer.bos_token_id, *ids] if self.fm.adds_bos else ids
 
     def _target_ids(self, last_char: str, word: str) -> list[int]:
         """A label word's token ids as `scoring` tokenizes it (the leading space depends only on the input's
