@@ -160,6 +160,28 @@ def test_results_that_answer_one_class_for_nearly_every_example_are_named(tmp_pa
             "sst2 few-shot k=4 seed 0 ('negative' 97%).") in text
 
 
+def ensemble_result(task: str, members: list[float], vote: float) -> dict[str, Any]:
+    """An ensemble result in the runner's schema: member accuracies, their average and best, the vote."""
+    acc = lambda v: {"accuracy": v}  # noqa: E731
+    ens = {"task": task, "k": len(members), "examples": 100, "main_metric": "accuracy",
+           "members": [{"prompt": f"m{i}", "metrics": acc(v)} for i, v in enumerate(members)],
+           "average": acc(sum(members) / len(members)), "best": {"prompt": "m", "metrics": acc(max(members))},
+           "majority_vote": acc(vote), "mean_probability": acc(vote)}
+    return result("ensemble", f"default__{task}__ensemble", task, "ensemble", vote, ensemble=ens)
+
+
+def test_ensemble_vote_at_the_majority_class_is_not_counted_for_c7(tmp_path: Path) -> None:
+    # RTE: members that answer one class; the vote beats their average only by landing on the majority class.
+    results = [ensemble_result("sst2", [0.80, 0.82, 0.87], 0.84), ensemble_result("rte", [0.47, 0.53, 0.53], 0.53)]
+    results += [result("methods", f"default__{t}__majority", t, "majority", v) for t, v in (("sst2", 0.5), ("rte", 0.53))]
+    text = write_report(write_results(tmp_path / "results", results), tmp_path / "REPORT.md", tmp_path / "plots").read_text()
+    assert "| SmolLM2-135M | rte | 3 | accuracy | 53.0 | 51.0 | 53.0 | 53.0 | 53.0 | +2.0 | +0.0 |" in text
+    assert "SmolLM2-135M rte: vote 53.0 = majority class 53.0, not counted" in text
+    # SST-2's vote is below its best member; counting RTE's tie with the majority class would make C7 1/2, mixed.
+    assert verdicts(text)["C7"] == "does not hold"
+    assert "vote wins on 0/1 tasks" in text
+
+
 def test_plots_exist_for_studies_with_data(full: tuple[Path, str]) -> None:
     root, text = full
     for name in ("methods_smollm2-135m", "methods_gemma-3-270m", "length", "init", "transfer", "cost"):

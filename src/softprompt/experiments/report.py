@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from softprompt.experiments.report_format import NOT_ENOUGH, Result, fmt_hours, table
+from softprompt.experiments.report_format import NOT_ENOUGH, Result, fmt_hours, main_of, model_of, table
 from softprompt.experiments.sections import CLAIMS, SECTIONS, Claim, Ctx
 
 STUDIES = ("methods", "length", "init", "transfer", "ensemble", "interpret", "cost")
@@ -72,6 +72,15 @@ def interpretations(results: Iterable[Result]) -> list[Result]:
     return out
 
 
+def majority_scores(results: Iterable[Result]) -> dict[tuple[str, str], float]:
+    """(model label, task) -> the majority-class baseline's main metric, from the results that have one."""
+    out = {}
+    for r in results:
+        if r.get("method") == "majority" and (value := main_of(r.get("metrics"))) is not None:
+            out[(model_of(r), str(r.get("task")))] = value
+    return out
+
+
 def _claim_lines(c: Claim) -> list[str]:
     return [f"**{c.cid}. {CLAIMS[c.cid][1]}** — verdict: **{c.verdict}** ({c.summary})", "", f"- Rule: {c.rule}",
             *(f"- {e}" for e in c.evidence), ""]
@@ -123,8 +132,8 @@ def write_report(results_dir: Path, out_md: Path, plots_dir: Path, studies_meta:
     """
     results_dir, out_md, plots_dir = Path(results_dir), Path(out_md), Path(plots_dir)
     loaded, meta = load_results(results_dir), studies_meta or {}
-    ctx = Ctx(plots_dir, out_md.parent)
     every = [r for s in sorted(loaded.studies) for r in loaded.studies[s]]
+    ctx = Ctx(plots_dir, out_md.parent, majority_scores(every))
     own = [r for r in every if not r.get("reused_from")]  # a reused result's compute was spent once, in its donor study
     sections, claims = [], []
     for number, study in enumerate(STUDIES, 1):

@@ -74,10 +74,12 @@ class Claim:
 
 @dataclass(frozen=True)
 class Ctx:
-    """Where plots go, and how the markdown file links to them."""
+    """Where plots go, how the markdown file links to them, and the majority-class scores (from the methods
+    study, keyed by (model label, task)) that other studies compare with."""
 
     plots_dir: Path
     md_dir: Path
+    majority: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def figure(self, name: str, alt: str, draw: Callable[[Path], object]) -> str:
         """Draw into plots_dir/name and return the markdown image link; a failed plot is a note, not a crash."""
@@ -294,27 +296,38 @@ def section_ensemble(results: list[Result], ctx: Ctx) -> tuple[list[str], list[C
         if isinstance(r.get("ensemble"), dict):
             cells[(model_order(model_of(r))[0], model_of(r), str(r.get("task")))].append(r["ensemble"])
     names = ("average", "best member", "majority vote", "mean probability")
-    rows, groups, ev, ok, n = [], [], [], 0, 0
+    rows, groups, ev, ok, n, tied = [], [], [], 0, 0, []
     for key in sorted(cells):
         runs = cells[key]
         def get(part: str, runs: list[dict[str, Any]] = runs) -> float | None:
             return mean(main_of((e.get(part) or {}).get("metrics") if part == "best" else e.get(part), str(e.get("main_metric")))
                         for e in runs)
         avg, best, vote, prob = (get(p) for p in ("average", "best", "majority_vote", "mean_probability"))
+        base = ctx.majority.get((key[1], key[2]))
         rows.append([key[1], key[2], runs[0].get("k", len(runs[0].get("members", []))), runs[0].get("main_metric"),
-                     pct(avg), pct(best), pct(vote), pct(prob), pp(None if vote is None or avg is None else vote - avg),
+                     pct(base), pct(avg), pct(best), pct(vote), pct(prob),
+                     pp(None if vote is None or avg is None else vote - avg),
                      pp(None if vote is None or best is None else vote - best)])
         groups.append((key[2] + (f" ({key[1]})" if len({k[1] for k in cells}) > 1 else ""), [avg, best, vote, prob]))
-        if None not in (avg, best, vote):
+        if vote is not None and base is not None and abs(vote - base) < 5e-4:
+            # A vote at the majority-class score most likely answers one class for every example (its members
+            # did): beating the average member there says nothing about ensembling, so the check skips it.
+            tied.append(f"{key[1]} {key[2]}")
+            ev.append(f"{key[1]} {key[2]}: vote {pct(vote)} = majority class {pct(base)}, not counted "
+                      f"(average {pct(avg)}, best {pct(best)})")
+        elif None not in (avg, best, vote):
             good = vote > avg and vote >= best - 0.005  # type: ignore[operator]
             n, ok = n + 1, ok + good
             ev.append(f"{key[1]} {key[2]}: vote {pct(vote)} vs average {pct(avg)}, best {pct(best)} {mark(good)}")
-    body = table(["model", "task", "k", "metric", *names, "vote − avg (pp)", "vote − best (pp)"], rows)
+    body = table(["model", "task", "k", "metric", "majority class", *names, "vote − avg (pp)", "vote − best (pp)"], rows)
+    if tied:
+        body += [f"At the majority-class score (most likely one answer for every example): {', '.join(tied)} majority vote.", ""]
     if groups:
         body += [ctx.figure("ensemble.png", "ensemble vs members", lambda p: plots.grouped_bars(
             p, "Prompt ensembling (Table 3)", [g[0] for g in groups],
             {name: [g[1][i] for g in groups] for i, name in enumerate(names)}, "main metric (%)")), ""]
-    rule = f"per task, vote > average member and vote ≥ best member − 0.5 pp; {SHARE_RULE}"
+    rule = (f"per task, vote > average member and vote ≥ best member − 0.5 pp, tasks where the vote scores the "
+            f"majority class left out; {SHARE_RULE}")
     return body, [Claim("C7", share_verdict(ok, n), f"vote wins on {ok}/{n} tasks", rule, ev)]
 
 
