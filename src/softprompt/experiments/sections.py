@@ -116,14 +116,21 @@ def methods_table(model: str, cells: dict[Any, float], ctx: Ctx, results: Sequen
             p, f"Methods — {model}", tasks, {c: [cells.get((t, c)) for t in tasks] for c in cols}, "main metric (%)")), ""]
 
 
+def ties_majority(value: float | None, base: float | None) -> bool:
+    """True when a score equals the majority-class baseline's (to 0.05 pp): most likely one answer for every example."""
+    return value is not None and base is not None and abs(value - base) < 5e-4
+
+
+def majority_note(hits: Sequence[str]) -> list[str]:
+    """The note naming the results at the majority-class score (none: no note)."""
+    return [f"At the majority-class score (most likely one answer for every example): {', '.join(hits)}.", ""] if hits else []
+
+
 def at_majority(cells: dict[Any, float]) -> list[str]:
-    """A note naming the cells whose score equals the majority-class baseline's (to 0.05 pp): a method there
-    most likely answers one class for every example, so a tie with another method is no evidence of skill."""
-    hits = [f"{t} {c}" for (t, c), v in sorted(cells.items())
-            if c != "majority" and (base := cells.get((t, "majority"))) is not None and abs(v - base) < 5e-4]
-    if not hits:
-        return []
-    return [f"At the majority-class score (most likely one answer for every example): {', '.join(hits)}.", ""]
+    """A note naming the cells whose score equals the majority-class baseline's: a method there most likely
+    answers one class for every example, so a tie with another method is no evidence of skill."""
+    return majority_note([f"{t} {c}" for (t, c), v in sorted(cells.items())
+                          if c != "majority" and ties_majority(v, cells.get((t, "majority")))])
 
 
 def one_answer(results: Sequence[Result], share: float = 0.95) -> list[str]:
@@ -309,10 +316,10 @@ def section_ensemble(results: list[Result], ctx: Ctx) -> tuple[list[str], list[C
                      pp(None if vote is None or avg is None else vote - avg),
                      pp(None if vote is None or best is None else vote - best)])
         groups.append((key[2] + (f" ({key[1]})" if len({k[1] for k in cells}) > 1 else ""), [avg, best, vote, prob]))
-        if vote is not None and base is not None and abs(vote - base) < 5e-4:
+        if ties_majority(vote, base):
             # A vote at the majority-class score most likely answers one class for every example (its members
             # did): beating the average member there says nothing about ensembling, so the check skips it.
-            tied.append(f"{key[1]} {key[2]}")
+            tied.append(f"{key[1]} {key[2]} majority vote")
             ev.append(f"{key[1]} {key[2]}: vote {pct(vote)} = majority class {pct(base)}, not counted "
                       f"(average {pct(avg)}, best {pct(best)})")
         elif None not in (avg, best, vote):
@@ -320,8 +327,7 @@ def section_ensemble(results: list[Result], ctx: Ctx) -> tuple[list[str], list[C
             n, ok = n + 1, ok + good
             ev.append(f"{key[1]} {key[2]}: vote {pct(vote)} vs average {pct(avg)}, best {pct(best)} {mark(good)}")
     body = table(["model", "task", "k", "metric", "majority class", *names, "vote − avg (pp)", "vote − best (pp)"], rows)
-    if tied:
-        body += [f"At the majority-class score (most likely one answer for every example): {', '.join(tied)} majority vote.", ""]
+    body += majority_note(tied)
     if groups:
         body += [ctx.figure("ensemble.png", "ensemble vs members", lambda p: plots.grouped_bars(
             p, "Prompt ensembling (Table 3)", [g[0] for g in groups],
