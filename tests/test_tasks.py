@@ -219,6 +219,19 @@ def test_bad_task_files_point_at_the_line(tmp_path, body, line, pattern):
     assert f"bad.yaml:{line}:" in str(err.value)
 
 
+def test_data_paths_expand_environment_variables(tmp_path, monkeypatch):
+    data = tmp_path / "shared"
+    data.mkdir()
+    (data / "d.jsonl").write_text('{"x": "a", "y": "b"}\n')
+    body = "name: t\ndata:\n  train: ${MY_DATA}/d.jsonl\ninput_template: 'x: {x}'\ntarget_field: y\n"
+    path = write(tmp_path / "t.yaml", body)
+    monkeypatch.delenv("MY_DATA", raising=False)
+    with pytest.raises(TaskFileError, match=r"t.yaml:3: field 'data.train': \$MY_DATA is not set"):
+        load_task_file(path)
+    monkeypatch.setenv("MY_DATA", str(data))
+    assert [e.input_text for e in load_task_file(path).examples("train")] == ["x: a"]
+
+
 def test_bad_rows_name_the_row_and_the_field(tmp_path):
     write(tmp_path / "d.jsonl", '{"x": "a", "y": true}\n{"x": "b", "y": "maybe"}\n')
     task = load_task_file(write(tmp_path / "t.yaml", """

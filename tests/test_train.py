@@ -14,7 +14,9 @@ from tiny import tiny_causal
 
 from softprompt.config import ConfigError, TrainConfig
 from softprompt.prompt import SoftPrompt
-from softprompt.train import TrainingError, train
+from softprompt.scoring import Encoded
+from softprompt.tasks.base import choice_example
+from softprompt.train import Row, TrainingError, encode_rows, step_loss, train
 
 DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").is_file(), reason="../shared/data not present")
@@ -59,6 +61,25 @@ def test_gradient_accumulation_gives_the_same_prompt(tmp_path):
 def test_rank_loss_trains(tmp_path):
     result = train(config(tmp_path, loss="rank", optimizer="adamw", lr=0.05), fm=tiny_causal(), progress=False)
     assert result.steps_done == 6 and result.best_metric is not None
+
+
+def test_one_token_choices_share_one_row_and_the_rank_loss_is_unchanged():
+    fm = tiny_causal()
+    cfg = TrainConfig(task="sst2", loss="rank", prompt_length=3)
+    texts = ["the movie was great", "a terrible film , boring", "the sky is blue on a clear day"]
+    rows = encode_rows(fm, [choice_example(t, ["the", "a"], i % 2) for i, t in enumerate(texts)], cfg)
+    assert all(len(r.choices) == 1 and r.choices[0].read_ids is not None for r in rows)  # " the", " a": 1 token
+    per_choice = [Row(r.gold, [Encoded(r.gold.input_ids, [t]) for t in r.choices[0].read_ids], r.label) for r in rows]
+    prompt = SoftPrompt(torch.randn(3, 32))
+    merged_loss = step_loss(fm, rows, prompt, cfg, norm=3.0)
+    (merged_grad,) = torch.autograd.grad(merged_loss, prompt.embeddings)
+    loss = step_loss(fm, per_choice, prompt, cfg, norm=3.0)
+    (grad,) = torch.autograd.grad(loss, prompt.embeddings)
+    torch.testing.assert_close(merged_loss, loss)
+    torch.testing.assert_close(merged_grad, grad)
+    # A multi-token choice keeps one row per choice.
+    (long,) = encode_rows(fm, [choice_example("the movie", ["the", "wonderful actors"], 1)], cfg)
+    assert len(long.choices) == 2 and all(c.read_ids is None for c in long.choices)
 
 
 @needs_data

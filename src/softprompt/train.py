@@ -48,7 +48,8 @@ class TrainResult:
 
 @dataclass
 class Row:
-    """One training example, tokenized once: the gold pair, and every choice for the rank loss."""
+    """One training example, tokenized once: the gold pair, and every choice for the rank loss (one row
+    with `read_ids` when every choice is one token)."""
 
     gold: Encoded
     choices: list[Encoded]
@@ -81,8 +82,18 @@ def encode_rows(fm: FrozenModel, examples: list[Any], cfg: TrainConfig) -> list[
                 enc = encode_pair(fm, ex.input_text, prefix + choice)
                 enc.input_ids = gold.input_ids
                 choices.append(enc)
+            choices = one_row_for_one_token_choices(fm, choices)
         rows.append(Row(gold, choices, ex.label))
     return rows
+
+
+def one_row_for_one_token_choices(fm: FrozenModel, choices: list[Encoded]) -> list[Encoded]:
+    """Choices that are one token each (negative/positive, True/False) are predicted at the same position
+    of the same input: one row that reads every choice's log-probability there (`read_ids`) replaces one
+    row per choice, so the rank loss costs what cross-entropy costs instead of C times as much."""
+    if fm.is_seq2seq or len(choices) < 2 or any(len(c.target_ids) != 1 for c in choices):
+        return choices
+    return [Encoded(choices[0].input_ids, choices[0].target_ids, read_ids=[c.target_ids[0] for c in choices])]
 
 
 def distributed() -> tuple[int, int]:
@@ -101,13 +112,14 @@ def step_loss(fm: FrozenModel, rows: list[Row], prompt: SoftPrompt | None, cfg: 
     if cfg.loss is Loss.CE:
         logprobs = target_logprobs(fm, [r.gold for r in rows], prompt)
         return -torch.cat(logprobs).sum() / norm
-    flat = [c for r in rows for c in r.choices]
-    sums = torch.stack([lp.sum() for lp in target_logprobs(fm, flat, prompt)])
-    total, start = sums.new_zeros(()), 0
+    logprobs = iter(target_logprobs(fm, [c for r in rows for c in r.choices], prompt))
+    total = torch.zeros(())
     for r in rows:
-        scores = sums[start: start + len(r.choices)]
+        if r.choices[0].read_ids is not None:  # one row: [C] log-probabilities, one per one-token choice
+            scores = next(logprobs)
+        else:  # one row per choice: its tokens' log-probabilities sum to the choice's
+            scores = torch.stack([next(logprobs).sum() for _ in r.choices])
         total = total - torch.log_softmax(scores, dim=0)[r.label]
-        start += len(r.choices)
     return total / norm
 
 

@@ -1,7 +1,7 @@
 """User-defined tasks from a YAML file: data files, an input template, label words or a target field.
 
     name: ticket_topic                 # required
-    data:                              # required: split -> file (relative to this YAML file)
+    data:                              # required: split -> file (relative to this YAML file; $VARS expand)
       train: tickets_train.csv
       validation: {path: tickets_dev.csv, header: false, columns: [text, topic]}
     format: csv                        # jsonl | csv | tsv (default: from the file extension)
@@ -24,6 +24,8 @@ Mistakes raise `TaskFileError` naming the file, the line and the field at fault.
 from __future__ import annotations
 
 import difflib
+import os
+import re
 import string
 from pathlib import Path
 from typing import Any
@@ -171,6 +173,15 @@ class _RowError(ValueError):
         self.field = field
 
 
+def _expand_vars(path: str, doc: _Doc, where: str) -> str:
+    """`$VAR` / `${VAR}` in a data path from the environment, so one task file serves every machine
+    (e.g. `${SOFTPROMPT_DATA}/SST-2/train.tsv`); an unset variable is an error, not a literal folder."""
+    for name in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", path):
+        if name not in os.environ:
+            raise doc.error(where, f"${name} is not set: export it (e.g. export {name}=/path/to/data) or write the path out")
+    return os.path.expandvars(path)
+
+
 def _key(value: Any) -> str:
     """One spelling for label values from YAML keys and from data: true/false, 1 (not 1.0), stripped text."""
     if isinstance(value, bool):
@@ -216,7 +227,7 @@ def _files(doc: _Doc, spec: dict[str, Any]) -> dict[str, list[Source]]:
             raise doc.error(where, "must be a file path or a mapping with 'path'")
         if "path" not in options:
             raise doc.error(where, "needs a 'path'")
-        path = Path(str(options["path"])).expanduser()
+        path = Path(_expand_vars(str(options["path"]), doc, where)).expanduser()
         path = path if path.is_absolute() else (base / path)
         if not path.is_file():
             raise doc.error(where, f"file not found: {path}")
