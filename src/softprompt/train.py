@@ -113,7 +113,7 @@ def step_loss(fm: FrozenModel, rows: list[Row], prompt: SoftPrompt | None, cfg: 
         logprobs = target_logprobs(fm, [r.gold for r in rows], prompt)
         return -torch.cat(logprobs).sum() / norm
     logprobs = iter(target_logprobs(fm, [c for r in rows for c in r.choices], prompt))
-    total = torch.zeros(())
+    total = torch.zeros((), device=fm.device)
     for r in rows:
         if r.choices[0].read_ids is not None:  # one row: [C] log-probabilities, one per one-token choice
             scores = next(logprobs)
