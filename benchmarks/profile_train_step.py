@@ -47,11 +47,11 @@ def one_step(fm: FrozenModel, rows: list[Row], prompt: SoftPrompt, cfg: TrainCon
     return cfg.prompt_length + len(rows) * max(r.length for r in rows)
 
 
-def profile_prompt_length(fm: FrozenModel, rows: list[Row], batches: list[list[int]], p: int, timed: int) -> dict[str, Any]:
-    from softprompt.tasks import get_task
-
-    cfg = TrainConfig(task="sst2", prompt_length=p, min_input_tokens=15)
-    prompt = make_prompt(fm, p, "class-labels", labels=get_task("sst2").label_words, task="sst2")
+def profile_prompt_length(
+    fm: FrozenModel, rows: list[Row], batches: list[list[int]], labels: list[str], p: int, timed: int
+) -> dict[str, Any]:
+    cfg = TrainConfig(task="sst2", prompt_length=p)
+    prompt = make_prompt(fm, p, "class-labels", labels=labels, task="sst2")
     one_step(fm, [rows[i] for i in batches[0]], prompt, cfg)  # warm-up
     seconds, tokens = [], []
     for batch in batches[1: 1 + timed]:
@@ -88,14 +88,15 @@ def main() -> None:
 
     configure_threads(None)
     fm = load_model("default")
-    examples = get_task("sst2").examples("train", data_dir())[:4000]  # enough sentences for a few batches
+    task = get_task("sst2")
+    examples = task.examples("train", data_dir())[:4000]  # enough sentences for a few batches
     rows = [r for r in encode_rows(fm, examples, TrainConfig(task="sst2")) if len(r.gold.input_ids) >= 15]
     batches = epoch_batches([r.length for r in rows], 32, 0, 0)
     result: dict[str, Any] = {
         "benchmark": "one softprompt train step on SST-2 (batch 32, inputs >= 15 tokens), profiled",
         "command": " ".join(["python", *sys.argv]), "machine": machine(), "model_dtype": str(fm.dtype),
         "threads": torch.get_num_threads(), "gemm_2048_peak": {"fp32": gemm_peak(torch.float32)},
-        "prompt_lengths": {str(p): profile_prompt_length(fm, rows, batches, p, args.timed) for p in (100, 20)},
+        "prompt_lengths": {str(p): profile_prompt_length(fm, rows, batches, task.label_words, p, args.timed) for p in (100, 20)},
     }
     p100, p20 = (result["prompt_lengths"][k]["seconds_per_step_median"] for k in ("100", "20"))
     result["step_time_ratio_p100_over_p20"] = round(p100 / p20, 2)

@@ -252,6 +252,15 @@ def score_choices(
 
 
 @torch.no_grad()
+def one_token_choices_row(fm: FrozenModel, options: Sequence[Encoded]) -> Encoded | None:
+    """One row for all choices of one input when each is one token (negative/positive, True/False) on a
+    causal LM: they are predicted at the same position, so the row reads every choice's log-probability
+    there (`read_ids`) instead of one row per choice. None when a choice has more tokens (or for seq2seq)."""
+    if fm.is_seq2seq or len(options) < 2 or any(len(p.target_ids) != 1 for p in options):
+        return None
+    return Encoded(options[0].input_ids, options[0].target_ids, read_ids=[p.target_ids[0] for p in options])
+
+
 def score_encoded(
     fm: FrozenModel, pairs: Sequence[Sequence[Encoded]], prompts: PromptSpec = None, batch_size: int = 16
 ) -> list[list[float]]:
@@ -278,8 +287,8 @@ def score_encoded(
     rows: list[tuple[Encoded, int, list[int]]] = []  # (row, input index, the choices it scores)
     for i in todo:
         options = pairs[i]
-        if not fm.is_seq2seq and len(options) > 1 and all(len(p.target_ids) == 1 for p in options):
-            row = Encoded(options[0].input_ids, options[0].target_ids, read_ids=[p.target_ids[0] for p in options])
+        row = one_token_choices_row(fm, options)
+        if row is not None:
             rows.append((row, i, list(range(len(options)))))
         else:
             rows += [(p, i, [c]) for c, p in enumerate(options)]

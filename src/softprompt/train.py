@@ -29,7 +29,7 @@ from softprompt.init import make_prompt
 from softprompt.objectives import target_prefix
 from softprompt.optimizers import make_optimizer, set_lr
 from softprompt.prompt import SoftPrompt, atomic_write
-from softprompt.scoring import Encoded, encode_pair, target_logprobs
+from softprompt.scoring import Encoded, encode_pair, one_token_choices_row, target_logprobs
 
 
 class TrainingError(RuntimeError):
@@ -82,18 +82,11 @@ def encode_rows(fm: FrozenModel, examples: list[Any], cfg: TrainConfig) -> list[
                 enc = encode_pair(fm, ex.input_text, prefix + choice)
                 enc.input_ids = gold.input_ids
                 choices.append(enc)
-            choices = one_row_for_one_token_choices(fm, choices)
+            # One-token choices share one row: the rank loss then costs what cross-entropy costs, not C times it.
+            merged = one_token_choices_row(fm, choices)
+            choices = [merged] if merged is not None else choices
         rows.append(Row(gold, choices, ex.label))
     return rows
-
-
-def one_row_for_one_token_choices(fm: FrozenModel, choices: list[Encoded]) -> list[Encoded]:
-    """Choices that are one token each (negative/positive, True/False) are predicted at the same position
-    of the same input: one row that reads every choice's log-probability there (`read_ids`) replaces one
-    row per choice, so the rank loss costs what cross-entropy costs instead of C times as much."""
-    if fm.is_seq2seq or len(choices) < 2 or any(len(c.target_ids) != 1 for c in choices):
-        return choices
-    return [Encoded(choices[0].input_ids, choices[0].target_ids, read_ids=[c.target_ids[0] for c in choices])]
 
 
 def distributed() -> tuple[int, int]:
