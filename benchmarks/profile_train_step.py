@@ -28,13 +28,13 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_vs_peft import data_dir, gemm_peak, machine  # noqa: E402
 
-from softprompt.attention import training_attention  # noqa: E402
-from softprompt.batching import epoch_batches  # noqa: E402
-from softprompt.config import TrainConfig  # noqa: E402
-from softprompt.frozen import FrozenModel  # noqa: E402
-from softprompt.init import make_prompt  # noqa: E402
-from softprompt.prompt import SoftPrompt  # noqa: E402
-from softprompt.train import Row, encode_rows, step_loss  # noqa: E402
+from softprompt.model.attention import training_attention  # noqa: E402
+from softprompt.model.frozen import FrozenModel  # noqa: E402
+from softprompt.model.prompt import SoftPrompt  # noqa: E402
+from softprompt.training.batching import epoch_batches  # noqa: E402
+from softprompt.training.config import TrainConfig  # noqa: E402
+from softprompt.training.init import make_prompt  # noqa: E402
+from softprompt.training.loop import Row, encode_rows, step_loss  # noqa: E402
 
 
 def one_step(fm: FrozenModel, rows: list[Row], prompt: SoftPrompt, cfg: TrainConfig) -> int:
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
 
-    from softprompt.models import configure_threads, load_model
+    from softprompt.model.loading import configure_threads, load_model
     from softprompt.tasks import get_task
 
     configure_threads(None)

@@ -36,17 +36,17 @@ from typing import Any
 
 import torch
 
-from softprompt.ensemble import run_ensemble
-from softprompt.evaluate import evaluate
-from softprompt.frozen import FrozenModel
-from softprompt.init import make_prompt
-from softprompt.models import load_model
-from softprompt.peft_io import export_peft
-from softprompt.prompt import SoftPrompt
-from softprompt.scoring import encode_pair, pad, score_choices
+from softprompt.evaluation.ensemble import run_ensemble
+from softprompt.evaluation.evaluate import evaluate
+from softprompt.interop.peft import export_peft
+from softprompt.model.frozen import FrozenModel
+from softprompt.model.loading import load_model
+from softprompt.model.prompt import SoftPrompt
+from softprompt.scoring.logprobs import encode_pair, pad, score_choices
 from softprompt.serve import Engine
 from softprompt.tasks import get_task
-from softprompt.train import cut_input
+from softprompt.training.init import make_prompt
+from softprompt.training.loop import cut_input
 
 TASKS = ("sst2", "rte", "mrpc", "boolq")
 RESULT = Path(__file__).parent / "results" / "serve_vs_peft.json"

@@ -49,8 +49,8 @@ from typing import Any
 
 import torch
 
-from softprompt.config import TrainConfig
-from softprompt.models import cpu_supports_bf16
+from softprompt.model.loading import cpu_supports_bf16
+from softprompt.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_vs_peft.json"
@@ -78,7 +78,7 @@ def encoded_pool(fm: Any, seed: int, max_length: int):
     """(input ids, target ids = label word + EOS) of SST-2 train examples in a seeded random order, keeping
     those that fit PEFT's max_length (its guide truncates longer sequences from the end, which would cut the
     label; we drop them instead). A generator: workers encode only what they use."""
-    from softprompt.scoring import encode_pair
+    from softprompt.scoring.logprobs import encode_pair
 
     examples = sst2("train")
     random.Random(seed).shuffle(examples)
@@ -116,7 +116,7 @@ class Peft:
         from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
         from transformers import get_linear_schedule_with_warmup
 
-        from softprompt.models import load_model
+        from softprompt.model.loading import load_model
 
         torch.manual_seed(seed)
         self.fm = load_model("default", dtype="fp32")  # fp32, as `from_pretrained(name)` gives
@@ -170,8 +170,8 @@ class Ours:
     def __init__(self, steps: int, seed: int, init: str = "random-uniform", optimizer: str = "adafactor") -> None:
         from transformers import get_linear_schedule_with_warmup
 
-        from softprompt.init import make_prompt
-        from softprompt.models import load_model
+        from softprompt.model.loading import load_model
+        from softprompt.training.init import make_prompt
 
         self.fm = load_model("default")  # bf16 on CPUs with native bf16
         texts = [ex.input_text for ex in sst2("train", limit=5000)] if init == "class-labels" else None
@@ -185,8 +185,8 @@ class Ours:
             self.scheduler = get_linear_schedule_with_warmup(self.optimizer, num_warmup_steps=0, num_training_steps=steps)
 
     def step(self, rows: list[tuple]) -> tuple[float, int]:
-        from softprompt.attention import training_attention
-        from softprompt.scoring import Encoded, target_logprobs
+        from softprompt.model.attention import training_attention
+        from softprompt.scoring.logprobs import Encoded, target_logprobs
 
         pairs = [Encoded(list(i), list(t)) for i, t in rows]
         self.optimizer.zero_grad(set_to_none=True)
@@ -257,7 +257,7 @@ def worker_accuracy(args: argparse.Namespace) -> None:
     dev = sst2("validation", limit=args.eval_n)
     tick = time.perf_counter()
     if args.side == "peft":
-        from softprompt.scoring import encode_pair
+        from softprompt.scoring.logprobs import encode_pair
 
         correct = 0
         for start in range(0, len(dev), 8):
@@ -270,7 +270,7 @@ def worker_accuracy(args: argparse.Namespace) -> None:
                 correct += int(max(range(2), key=pair.__getitem__) == ex.label)
         accuracy, zero_shot = correct / len(dev), None
     else:
-        from softprompt.evaluate import evaluate
+        from softprompt.evaluation.evaluate import evaluate
         from softprompt.tasks import get_task
 
         task = get_task("sst2")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from softprompt.frozen import FrozenModel
+from softprompt.model.frozen import FrozenModel
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +13,6 @@ def default_model() -> FrozenModel:
 
     Uses $SOFTPROMPT_CACHE (default ~/.cache/softprompt) so the GGUF is dequantized once per machine.
     """
-    from softprompt.models import load_model
+    from softprompt.model.loading import load_model
 
     return load_model("default")

@@ -6,9 +6,9 @@ import pytest
 import torch
 from tiny import tiny_causal, tiny_gemma3, tiny_seq2seq
 
-from softprompt.attach import attach, attach_causal
-from softprompt.init import make_prompt
-from softprompt.scoring import encode_pair, pad, target_logprobs
+from softprompt.model.attach import attach, attach_causal
+from softprompt.scoring.logprobs import encode_pair, pad, target_logprobs
+from softprompt.training.init import make_prompt
 
 TEXTS = [
     "the movie was great",
@@ -115,8 +115,8 @@ def test_shared_prefix_path_equals_the_plain_path_in_value_and_gradient(model):
 def test_common_text_prefix_runs_once_and_scores_like_the_plain_path(model, monkeypatch):
     """Few-shot inputs share their instruction and solved examples: those tokens run once per batch and the
     scores equal the plain path's (which scoring takes when the shared part is too short to pay off)."""
-    import softprompt.scoring as scoring
-    from softprompt.baselines import design_inputs
+    import softprompt.scoring.logprobs as scoring
+    from softprompt.evaluation.baselines import design_inputs
 
     fm = tiny_gemma3() if model == "gemma3" else tiny_causal(add_bos=model == "llama-bos")
     design = "classify the sentence . " * 4 + "the movie was great answer : positive"
@@ -136,7 +136,7 @@ def test_common_text_prefix_runs_once_and_scores_like_the_plain_path(model, monk
 
 
 def test_common_prefix_length_stops_at_the_first_difference():
-    from softprompt.scoring import Encoded, common_prefix_length
+    from softprompt.scoring.logprobs import Encoded, common_prefix_length
 
     assert common_prefix_length([Encoded([1, 2, 3, 4], [9]), Encoded([1, 2, 5], [9]), Encoded([1, 2, 3], [8])]) == 2
     assert common_prefix_length([Encoded([1, 2], [9]), Encoded([1, 2], [8])]) == 2

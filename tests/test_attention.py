@@ -6,9 +6,9 @@ import pytest
 import torch
 from tiny import tiny_causal
 
-from softprompt.attention import TRAINING_ATTENTION_CPU, training_attention
-from softprompt.init import make_prompt
-from softprompt.scoring import encode_pair, target_logprobs
+from softprompt.model.attention import TRAINING_ATTENTION_CPU, training_attention
+from softprompt.scoring.logprobs import encode_pair, target_logprobs
+from softprompt.training.init import make_prompt
 
 
 def prompt_grad(fm, prompt, pairs, switched: bool) -> torch.Tensor:

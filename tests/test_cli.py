@@ -11,7 +11,7 @@ import pytest
 from tiny import tiny_causal
 
 from softprompt import __version__
-from softprompt.prompt import SoftPrompt
+from softprompt.model.prompt import SoftPrompt
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

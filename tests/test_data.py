@@ -8,9 +8,15 @@ import zipfile
 
 import pytest
 
-from softprompt import data
-from softprompt.data import DataNotFoundError, HubSource, Source, load_records, read_source, resolve_data_dir
-from softprompt.tasks import get_task
+from softprompt.tasks import data, get_task
+from softprompt.tasks.data import (
+    DataNotFoundError,
+    HubSource,
+    Source,
+    load_records,
+    read_source,
+    resolve_data_dir,
+)
 
 
 @pytest.fixture(autouse=True)

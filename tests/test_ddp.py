@@ -23,10 +23,10 @@ import pytest
 import torch
 from tiny import tiny_causal
 
-from softprompt.config import TrainConfig
-from softprompt.init import make_prompt
-from softprompt.prompt import SoftPrompt
-from softprompt.train import train
+from softprompt.model.prompt import SoftPrompt
+from softprompt.training.config import TrainConfig
+from softprompt.training.init import make_prompt
+from softprompt.training.loop import train
 
 DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").is_file(), reason="../shared/data not present")
@@ -38,9 +38,9 @@ WORKER = """
 import os, sys
 sys.path.insert(0, {tests!r})
 import torch
-import softprompt.train as loop
+import softprompt.training.loop as loop
 from tiny import tiny_causal
-from softprompt.config import TrainConfig
+from softprompt.training.config import TrainConfig
 
 import torch.distributed as dist
 made, worlds = [], []

@@ -9,9 +9,9 @@ import pytest
 import torch
 from tiny import tiny_causal, tiny_gemma3, tiny_seq2seq
 
-from softprompt.init import make_prompt
-from softprompt.scoring import generate, score_choices
+from softprompt.scoring.logprobs import generate, score_choices
 from softprompt.serve import ClassifyRequest, Engine, EngineError
+from softprompt.training.init import make_prompt
 
 WORDS = {"sst": ["positive", "negative"], "rte": ["entailment", "not_entailment", "no"]}
 TEXTS = [
@@ -71,7 +71,7 @@ def test_sliding_window_model_scores_and_generates_as_uncached(window):
 
 
 def test_scores_do_not_depend_on_how_many_positions_share_an_lm_head_call(monkeypatch):
-    import softprompt.packed_scoring as packed_scoring
+    import softprompt.scoring.packed as packed_scoring
 
     fm = tiny_causal()
     engine, _ = _engine(fm)
@@ -149,8 +149,8 @@ def test_seq2seq_takes_the_plain_path():
 def test_max_input_tokens_cuts_inputs_for_every_model_kind(make):
     """Engine(max_input_tokens=N) scores and generates from the cut input (start and end kept), seq2seq
     included (its plain path used to get the whole text)."""
-    from softprompt.scoring import Encoded, encode_pair, generate_ids, score_encoded
-    from softprompt.train import cut_input
+    from softprompt.scoring.logprobs import Encoded, encode_pair, generate_ids, score_encoded
+    from softprompt.training.loop import cut_input
 
     fm = make()
     engine, prompts = _engine(fm)
@@ -201,7 +201,7 @@ def test_reload_picks_up_new_and_changed_files_and_skips_bad_ones(tmp_path):
 
 
 def test_split_by_length_covers_every_request_once_within_the_batch_limit():
-    from softprompt.layout import split_by_length
+    from softprompt.scoring.layout import split_by_length
 
     lengths = [10, 256, 12, 23, 150, 26, 41, 256, 45, 49]
     groups = split_by_length(lengths, max_batch=4)
@@ -212,7 +212,7 @@ def test_split_by_length_covers_every_request_once_within_the_batch_limit():
 
 
 def test_pack_rows_keeps_tasks_apart_within_capacity():
-    from softprompt.layout import pack_rows
+    from softprompt.scoring.layout import pack_rows
 
     lengths = [10, 256, 12, 23, 150, 26, 41, 256, 45, 49]
     keys = ["a", "b", "a", "a", "b", "a", "c", "b", "a", "c"]
@@ -228,8 +228,8 @@ def test_pack_rows_keeps_tasks_apart_within_capacity():
 def test_packed_rows_score_as_one_request_per_row(monkeypatch):
     """Several requests in one row (block-diagonal mask, positions restarting per request) give the scores of
     one request per row; TEXTS does pack (its short inputs fit beside each other)."""
-    import softprompt.packed_scoring as packed_scoring
-    from softprompt.layout import pack_rows
+    import softprompt.scoring.packed as packed_scoring
+    from softprompt.scoring.layout import pack_rows
 
     fm = tiny_causal()
     engine, _ = _engine(fm, batch_size=8)

@@ -10,9 +10,8 @@ import torch
 import yaml
 from tiny import tiny_causal, tiny_seq2seq
 
-import softprompt.train
-from softprompt.config import TrainConfig
-from softprompt.ensemble import (
+import softprompt.training.loop
+from softprompt.evaluation.ensemble import (
     evaluate_ensemble,
     majority_vote,
     majority_vote_text,
@@ -20,10 +19,11 @@ from softprompt.ensemble import (
     run_ensemble,
     train_ensemble,
 )
-from softprompt.evaluate import evaluate
-from softprompt.init import make_prompt
+from softprompt.evaluation.evaluate import evaluate
 from softprompt.tasks import Mode, Task
 from softprompt.tasks.base import choice_example
+from softprompt.training.config import TrainConfig
+from softprompt.training.init import make_prompt
 
 WORDS = ["the", "walk"]
 TEXTS = ["sentence: the movie was great", "sentence: boring", "premise: a man is walking . hypothesis: someone moves",
@@ -86,9 +86,9 @@ def test_train_ensemble_runs_k_seeds_into_member_dirs(tmp_path, monkeypatch):
     def fake_train(cfg, *, fm=None, resume=False, progress=True):
         seen.append(cfg)
         path = Path(cfg.out) / "prompt.safetensors"
-        return softprompt.train.TrainResult(0.5 + cfg.seed / 10, 10, 10, 1.0, path, Path(cfg.out))
+        return softprompt.training.loop.TrainResult(0.5 + cfg.seed / 10, 10, 10, 1.0, path, Path(cfg.out))
 
-    monkeypatch.setattr(softprompt.train, "train", fake_train)
+    monkeypatch.setattr(softprompt.training.loop, "train", fake_train)
     cfg = TrainConfig(task="sst2", seed=3, steps=5)
     paths = train_ensemble(cfg, 3, tmp_path, inits=["class-labels", "sampled-vocab", "random-uniform"])
     assert [c.seed for c in seen] == [3, 4, 5]

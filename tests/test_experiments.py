@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from softprompt.experiments.cost import cost_report
 from softprompt.experiments.runner import Layout, run_variants, select, status
 from softprompt.experiments.studies import Kind, StudyError, load_studies, load_study
-from softprompt.frozen import FrozenModel
+from softprompt.model.frozen import FrozenModel
 
 DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").is_file(), reason="../shared/data not present")
@@ -127,7 +127,7 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
 
 @needs_data
 def test_majority_variant_needs_no_model_and_scores_the_most_common_training_class(tmp_path):
-    from softprompt.baselines import majority_index
+    from softprompt.evaluation.baselines import majority_index
     from softprompt.tasks import get_task
 
     root = tmp_path / "experiments"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny import tiny_causal
 
-from softprompt.init import InitError, common_token_ids, embed_ids, label_token_ids, make_prompt
+from softprompt.training.init import InitError, common_token_ids, embed_ids, label_token_ids, make_prompt
 
 
 @pytest.fixture(scope="module")

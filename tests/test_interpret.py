@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from tiny import tiny_causal
 
-from softprompt.init import embed_ids
-from softprompt.interpret import format_report, nearest_tokens, neighbors_report, vocab_embeddings
-from softprompt.prompt import SoftPrompt
+from softprompt.evaluation.interpret import format_report, nearest_tokens, neighbors_report, vocab_embeddings
+from softprompt.model.prompt import SoftPrompt
+from softprompt.training.init import embed_ids
 
 
 def test_exact_token_embeddings_are_their_own_top1():

@@ -18,9 +18,9 @@ import pytest
 import torch
 from tiny import tiny_causal, tiny_seq2seq, tiny_tokenizer
 
-from softprompt import models
-from softprompt.frozen import embedding_fingerprint
-from softprompt.models import MANIFEST, ModelLoadError, load_model, model_info, resolve_dtype
+import softprompt.model.loading as models
+from softprompt.model.frozen import embedding_fingerprint
+from softprompt.model.loading import MANIFEST, ModelLoadError, load_model, model_info, resolve_dtype
 
 
 @pytest.fixture(autouse=True)

@@ -12,10 +12,10 @@ from tiny import CORPUS, tiny_causal, tiny_seq2seq, tiny_tokenizer
 from transformers import T5Config, T5ForConditionalGeneration
 from typer.testing import CliRunner
 
-from softprompt.config import TrainConfig
-from softprompt.frozen import FrozenModel
-from softprompt.lm_adapt import LMAdaptError, lm_adapt, prefix_lm_loss, read_texts
-from softprompt.objectives import (
+from softprompt.model.frozen import FrozenModel
+from softprompt.model.prompt import SoftPrompt
+from softprompt.scoring.logprobs import encode_pair, score_choices
+from softprompt.scoring.objectives import (
     SENTINEL,
     ObjectiveError,
     sentinel_id,
@@ -23,9 +23,9 @@ from softprompt.objectives import (
     strip_sentinels,
     target_prefix,
 )
-from softprompt.prompt import SoftPrompt
-from softprompt.scoring import encode_pair, score_choices
-from softprompt.train import encode_rows, train
+from softprompt.training.config import TrainConfig
+from softprompt.training.lm_adapt import LMAdaptError, lm_adapt, prefix_lm_loss, read_texts
+from softprompt.training.loop import encode_rows, train
 
 TEXTS = sorted(set(CORPUS))
 
@@ -104,7 +104,7 @@ def test_target_sentinel_is_refused_where_it_cannot_apply():
 
 
 def test_training_with_target_sentinel_records_it_and_evaluates_in_the_same_format(tmp_path):
-    from softprompt.evaluate import evaluate
+    from softprompt.evaluation.evaluate import evaluate
     from softprompt.tasks import load_task_file
 
     fm = tiny_t5_sentinels()
@@ -142,7 +142,7 @@ def test_target_sentinel_on_a_decoder_only_model_is_refused(tmp_path):
 # --- LM adaptation -----------------------------------------------------------------------------------
 
 def test_lm_adapt_lowers_the_prefix_lm_loss_and_writes_a_loadable_model(tmp_path):
-    from softprompt.models import load_model
+    from softprompt.model.loading import load_model
 
     fm = tiny_t5_sentinels()
     before = prefix_lm_loss(fm, TEXTS)

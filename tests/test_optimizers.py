@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from softprompt.config import TrainConfig
-from softprompt.optimizers import make_optimizer
+from softprompt.training.config import TrainConfig
+from softprompt.training.optimizers import make_optimizer
 
 
 def test_default_is_adafactor_with_the_papers_settings():

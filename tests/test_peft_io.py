@@ -8,10 +8,10 @@ import pytest
 import torch
 from tiny import tiny_causal, tiny_seq2seq
 
-from softprompt.init import make_prompt
-from softprompt.peft_io import export_peft, import_peft
-from softprompt.prompt import PromptFileError
-from softprompt.scoring import encode_pair, target_logprobs
+from softprompt.interop.peft import export_peft, import_peft
+from softprompt.model.prompt import PromptFileError
+from softprompt.scoring.logprobs import encode_pair, target_logprobs
+from softprompt.training.init import make_prompt
 
 peft = pytest.importorskip("peft")
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny import tiny_causal
 
-from softprompt.init import make_prompt
-from softprompt.prompt import PromptFileError, SoftPrompt
+from softprompt.model.prompt import PromptFileError, SoftPrompt
+from softprompt.training.init import make_prompt
 
 
 def test_round_trip_keeps_values_and_metadata(tmp_path):

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from softprompt.config import TrainConfig
-from softprompt.evaluate import evaluate
-from softprompt.prompt import SoftPrompt
-from softprompt.scoring import generate
+from softprompt.evaluation.evaluate import evaluate
+from softprompt.model.prompt import SoftPrompt
+from softprompt.scoring.logprobs import generate
 from softprompt.tasks import get_task
-from softprompt.train import train
+from softprompt.training.config import TrainConfig
+from softprompt.training.loop import train
 
 DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 pytestmark = [

@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny import tiny_causal, tiny_seq2seq
 
-from softprompt.init import make_prompt
-from softprompt.scoring import InputTooLongError, encode_pair, generate, score_choices
+from softprompt.scoring.logprobs import InputTooLongError, encode_pair, generate, score_choices
+from softprompt.training.init import make_prompt
 
 
 def full_forward_greedy(fm, prompt, text, steps):
@@ -81,7 +81,7 @@ def test_one_token_choices_share_one_row_and_score_as_separate_rows(model, monke
     each (input, choice) pair on its own row, and inputs with longer choices in the same call still work."""
     from tiny import tiny_gemma3
 
-    import softprompt.scoring as scoring
+    import softprompt.scoring.logprobs as scoring
 
     fm = tiny_gemma3() if model == "gemma3" else tiny_causal()
     text = "the movie was great"
@@ -92,7 +92,7 @@ def test_one_token_choices_share_one_row_and_score_as_separate_rows(model, monke
     rows: list[int] = []
     real = scoring.target_logprobs
     monkeypatch.setattr(scoring, "target_logprobs", lambda fm, pairs, prompts=None: rows.append(len(pairs)) or real(fm, pairs, prompts))
-    monkeypatch.setattr("softprompt.packed_scoring.score_packed", lambda *a: {})  # the row-per-pair path
+    monkeypatch.setattr("softprompt.scoring.packed.score_packed", lambda *a: {})  # the row-per-pair path
     for p in (prompt, None):
         rows.clear()
         got = score_choices(fm, inputs, choices, p, batch_size=16)
@@ -111,8 +111,8 @@ def test_packed_choices_score_as_one_row_per_pair(model, monkeypatch):
     Gemma-3 with a 12-token window: inputs that do not fit it take the plain path, and still match."""
     from tiny import tiny_gemma3
 
-    import softprompt.packed_scoring as packed_scoring
-    import softprompt.scoring as scoring
+    import softprompt.scoring.logprobs as scoring
+    import softprompt.scoring.packed as packed_scoring
 
     fm = {"llama-bos": lambda: tiny_causal(), "llama": lambda: tiny_causal(add_bos=False),
           "gemma3-wide": lambda: tiny_gemma3(sliding_window=256),

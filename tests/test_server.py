@@ -31,10 +31,10 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from tiny import tiny_causal
 
-from softprompt.init import make_prompt
-from softprompt.models import load_model
+from softprompt.model.loading import load_model
 from softprompt.serve import Engine
 from softprompt.serve.app import ServeSettings, ServeSettingsError, create_app
+from softprompt.training.init import make_prompt
 
 LABELS = {"sst": ["positive", "negative"], "rte": ["entailment", "not_entailment"], "boolq": ["yes", "no", "true"]}
 LENGTHS = {"sst": 4, "rte": 7, "boolq": 3}

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from tiny import tiny_causal, tiny_gemma3
 
-import softprompt.scoring as scoring
-from softprompt.attention import training_attention
-from softprompt.init import make_prompt
-from softprompt.scoring import encode_pair, target_logprobs
-from softprompt.split_attention import _FlashForwardMatmulBackward
+import softprompt.scoring.logprobs as scoring
+from softprompt.model.attention import training_attention
+from softprompt.model.split_attention import _FlashForwardMatmulBackward
+from softprompt.scoring.logprobs import encode_pair, target_logprobs
+from softprompt.training.init import make_prompt
 
 TEXTS = ["the movie was great", "a terrible film , boring and far too long", "fine day"]
 
@@ -86,7 +86,7 @@ def test_without_gradients_it_is_plain_sdpa(monkeypatch):
 
 def test_gemma3_sliding_window_and_padding_match_sdpa():
     # Gemma-3 (the second model family): sliding-window layers, one KV head, its own query scaling.
-    from softprompt.split_attention import KERNEL_NAME
+    from softprompt.model.split_attention import KERNEL_NAME
 
     model = tiny_gemma3(sliding_window=4).model
     embeds = torch.randn(2, 10, 32, requires_grad=True)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from softprompt.data import resolve_data_dir
 from softprompt.tasks import (
     TASK_NAMES,
     Mode,
@@ -18,6 +17,7 @@ from softprompt.tasks import (
     load_task_file,
 )
 from softprompt.tasks.base import ANSWER_CUE
+from softprompt.tasks.data import resolve_data_dir
 from softprompt.tasks.qa import is_train_passage
 
 DATA = resolve_data_dir()

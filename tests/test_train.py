@@ -12,11 +12,11 @@ import pytest
 import torch
 from tiny import tiny_causal
 
-from softprompt.config import ConfigError, TrainConfig
-from softprompt.prompt import SoftPrompt
-from softprompt.scoring import Encoded
+from softprompt.model.prompt import SoftPrompt
+from softprompt.scoring.logprobs import Encoded
 from softprompt.tasks.base import choice_example
-from softprompt.train import Row, TrainingError, encode_rows, step_loss, train
+from softprompt.training.config import ConfigError, TrainConfig
+from softprompt.training.loop import Row, TrainingError, encode_rows, step_loss, train
 
 DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").is_file(), reason="../shared/data not present")
@@ -114,8 +114,8 @@ KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from tiny import tiny_causal
-from softprompt.config import TrainConfig
-from softprompt.train import train
+from softprompt.training.config import TrainConfig
+from softprompt.training.loop import train
 cfg = TrainConfig.from_sources({config!r})
 train(cfg, fm=tiny_causal(), resume={resume}, progress=False)
 """
@@ -176,8 +176,8 @@ def test_time_budget_stops_after_evaluating_and_checkpointing(tmp_path):
 def test_a_resumed_run_counts_the_time_spent_before_its_checkpoint(tmp_path):
     """--max-minutes bounds the whole run, not each process: a checkpoint that records 40 minutes spent, resumed
     with a 30-minute budget, stops after one step (10 more tiny-model steps would take well under a second)."""
-    from softprompt.checkpoint import load_checkpoint, save_checkpoint
-    from softprompt.optimizers import make_optimizer
+    from softprompt.training.checkpoint import load_checkpoint, save_checkpoint
+    from softprompt.training.optimizers import make_optimizer
 
     fm = tiny_causal()
     first = train(config(tmp_path, steps=3, eval_every=3), fm=fm, progress=False)
@@ -194,9 +194,9 @@ def test_a_resumed_run_counts_the_time_spent_before_its_checkpoint(tmp_path):
 
 @needs_data
 def test_min_input_tokens_trains_on_the_longer_examples_only(tmp_path):
-    from softprompt.scoring import encode_pair
+    from softprompt.scoring.logprobs import encode_pair
     from softprompt.tasks import get_task
-    from softprompt.train import encode_rows
+    from softprompt.training.loop import encode_rows
 
     fm = tiny_causal()
     cfg = config(tmp_path, steps=1, eval_every=0, train_limit=64, min_input_tokens=40)

@@ -17,7 +17,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from softprompt.frozen import FrozenModel
+from softprompt.model.frozen import FrozenModel
 
 CORPUS = [
     "the movie was great and the actors were wonderful",

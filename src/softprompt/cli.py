@@ -48,7 +48,7 @@ def info(model: ModelOpt = "default", as_json: Annotated[bool, typer.Option("--j
 
     Example: softprompt info --model default
     """
-    from softprompt.models import load_model, model_info
+    from softprompt.model.loading import load_model, model_info
 
     details = model_info(load_model(model))
     if as_json:
@@ -74,8 +74,8 @@ def init(
 
     Example: softprompt init --length 20 --init class-labels --labels 'negative,positive' --out sst2-init.safetensors
     """
-    from softprompt.init import make_prompt
-    from softprompt.models import load_model
+    from softprompt.model.loading import load_model
+    from softprompt.training.init import make_prompt
 
     fm = load_model(model)
     label_list = [w.strip() for w in labels.split(",") if w.strip()] if labels else None
@@ -95,7 +95,7 @@ def export_peft(
 
     Example: softprompt export-peft sst2.safetensors sst2-peft/
     """
-    from softprompt.peft_io import export_peft as run
+    from softprompt.interop.peft import export_peft as run
 
     run(prompt, outdir, base_model=base_model)
     typer.echo(f"wrote PEFT adapter to {outdir}/ (adapter_config.json, adapter_model.safetensors)")
@@ -111,11 +111,11 @@ def import_peft(
 
     Example: softprompt import-peft sst2-peft/ sst2-back.safetensors --model default
     """
-    from softprompt.peft_io import import_peft as run
+    from softprompt.interop.peft import import_peft as run
 
     fm = None
     if model:
-        from softprompt.models import load_model
+        from softprompt.model.loading import load_model
 
         fm = load_model(model)
     prompt = run(adapter_dir, fm)
@@ -160,8 +160,8 @@ def train(
 
     Resume after an interruption: softprompt train --resume runs/sst2
     """
-    from softprompt.config import TrainConfig
-    from softprompt.train import train as run
+    from softprompt.training.config import TrainConfig
+    from softprompt.training.loop import train as run
 
     flags = dict(
         task=task, task_file=str(task_file) if task_file else None, model=model, prompt_length=prompt_length,
@@ -202,8 +202,8 @@ def lm_adapt_command(
 
     Example: softprompt lm-adapt --model t5-small-dir --text-file corpus.txt --steps 100 --out adapted/
     """
-    from softprompt.lm_adapt import LMAdaptError, lm_adapt, read_texts, task_texts
-    from softprompt.models import load_model
+    from softprompt.model.loading import load_model
+    from softprompt.training.lm_adapt import LMAdaptError, lm_adapt, read_texts, task_texts
 
     if (text_file is not None) + (task is not None) + (task_file is not None) != 1:
         raise LMAdaptError("give exactly one source of raw text: --text-file FILE, --task NAME or --task-file FILE")
@@ -247,8 +247,8 @@ def eval_command(
 
       softprompt eval --task-file examples/ticket_topic.yaml --no-prompt --mode generate
     """
-    from softprompt.baselines import draw_shots
-    from softprompt.evaluate import evaluate, write_predictions
+    from softprompt.evaluation.baselines import draw_shots
+    from softprompt.evaluation.evaluate import evaluate, write_predictions
     from softprompt.tasks import Mode, TaskError, resolve_task
 
     if prompt and no_prompt:
@@ -259,13 +259,13 @@ def eval_command(
     examples = chosen.examples(split, data_dir, limit=limit)
     shot_examples = draw_shots(chosen, shots, seed, data_dir) if shots else []
 
-    from softprompt.models import load_model
-    from softprompt.prompt import SoftPrompt
+    from softprompt.model.loading import load_model
+    from softprompt.model.prompt import SoftPrompt
 
     fm = load_model(model)
     if prompt and len(prompt) > 1 and not instruction and not shots:
         # Several prompts: an ensemble, all members in one batched pass (every member is reported too).
-        from softprompt.ensemble import evaluate_ensemble, format_ensemble
+        from softprompt.evaluation.ensemble import evaluate_ensemble, format_ensemble
 
         report = {**evaluate_ensemble(fm, chosen, examples, prompt, batch_size, mode=mode, predictions=predictions),
                   "split": split}
@@ -301,9 +301,9 @@ def neighbors(
 
     Example: softprompt neighbors runs/sst2/prompt.safetensors --k 5
     """
-    from softprompt.interpret import format_report, neighbors_report
-    from softprompt.models import load_model
-    from softprompt.prompt import SoftPrompt
+    from softprompt.evaluation.interpret import format_report, neighbors_report
+    from softprompt.model.loading import load_model
+    from softprompt.model.prompt import SoftPrompt
 
     fm = load_model(model)
     report = neighbors_report(fm, SoftPrompt.load(prompt, model=fm), k=k)
@@ -341,10 +341,10 @@ def ensemble(
 
     Evaluate again later: softprompt eval --task rte --prompt runs/rte-ens/member-0/prompt.safetensors --prompt ...
     """
-    from softprompt.config import TrainConfig
-    from softprompt.ensemble import evaluate_ensemble, format_ensemble, train_ensemble
-    from softprompt.models import load_model
+    from softprompt.evaluation.ensemble import evaluate_ensemble, format_ensemble, train_ensemble
+    from softprompt.model.loading import load_model
     from softprompt.tasks import resolve_task
+    from softprompt.training.config import TrainConfig
 
     flags = dict(task=task, task_file=str(task_file) if task_file else None, model=model, prompt_length=prompt_length,
                  init=init_strategy, lr=lr, batch_size=batch_size, steps=steps, eval_every=eval_every,
@@ -402,7 +402,7 @@ def export_vllm_command(
 
     Example: softprompt export-vllm runs/sst2/prompt.safetensors sst2.vllm.safetensors --dtype bfloat16
     """
-    from softprompt.export_vllm import export_vllm, sidecar_path
+    from softprompt.interop.vllm import export_vllm, sidecar_path
 
     written = export_vllm(prompt, out, dtype=dtype)
     typer.echo(f"wrote {written} and {sidecar_path(written)} (prompt_embeds rows, {dtype})")

@@ -11,12 +11,12 @@ import json
 import time
 from pathlib import Path
 
-from softprompt.config import TrainConfig
-from softprompt.evaluate import evaluate
-from softprompt.models import load_model
-from softprompt.prompt import SoftPrompt
+from softprompt.evaluation.evaluate import evaluate
+from softprompt.model.loading import load_model
+from softprompt.model.prompt import SoftPrompt
 from softprompt.tasks import get_task
-from softprompt.train import train
+from softprompt.training.config import TrainConfig
+from softprompt.training.loop import train
 
 
 def main() -> None:

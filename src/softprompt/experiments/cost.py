@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from softprompt.frozen import FrozenModel
-from softprompt.prompt import SoftPrompt
+from softprompt.model.frozen import FrozenModel
+from softprompt.model.prompt import SoftPrompt
 
 PROMPT_LENGTHS = (1, 20, 100)
 ADAPTER_BOTTLENECK = 64

@@ -27,8 +27,8 @@ import yaml
 
 from softprompt import __version__
 from softprompt.experiments.studies import Kind, Study, Variant
-from softprompt.frozen import FrozenModel
-from softprompt.prompt import atomic_write
+from softprompt.model.frozen import FrozenModel
+from softprompt.model.prompt import atomic_write
 
 Loader = Callable[..., FrozenModel]
 """`loader(name, dtype=None)`: `models.load_model` by default; tests pass tiny models."""
@@ -109,7 +109,7 @@ def run_variants(
 ) -> RunSummary:
     """Run every variant that has no result yet, one at a time, in order; failures are logged and skipped."""
     if loader is None:
-        from softprompt.models import load_model as loader  # type: ignore[assignment]
+        from softprompt.model.loading import load_model as loader  # type: ignore[assignment]
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     models = ModelCache(loader)  # type: ignore[arg-type]
     summary = RunSummary()
@@ -158,7 +158,7 @@ def _git_commit() -> str | None:
 def _machine() -> dict[str, Any]:
     """What the wall-clock budgets bought on: a CPU without native bf16 runs the models in fp32, about half
     as fast (the machines of this project differ: earlier sessions reported AVX512-BF16, session 5 had AVX2)."""
-    from softprompt.models import cpu_supports_bf16
+    from softprompt.model.loading import cpu_supports_bf16
 
     return {"cpu_bf16": cpu_supports_bf16(), "cpus": os.cpu_count()}
 
@@ -185,7 +185,7 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 
 
 def _train_config(variant: Variant, out: Path, data_dir: str | None, method: str) -> Any:
-    from softprompt.config import TrainConfig
+    from softprompt.training.config import TrainConfig
 
     b, k = variant.budget, variant.knobs
     lr = k.get("lr") if k.get("lr") is not None else (b.get("lr_model_tuning") if method == "model-tuning" else None)
@@ -200,8 +200,8 @@ def _train_config(variant: Variant, out: Path, data_dir: str | None, method: str
 
 def _train_once(cfg: Any, fm: FrozenModel | None) -> dict[str, Any]:
     """Train into cfg.out unless it already finished there; resume a run that was cut off."""
-    from softprompt.checkpoint import CHECKPOINT_NAME
-    from softprompt.train import train
+    from softprompt.training.checkpoint import CHECKPOINT_NAME
+    from softprompt.training.loop import train
 
     out = Path(cfg.out)
     done = out / "summary.json"
@@ -231,7 +231,7 @@ def _metrics(task: Any, values: dict[str, float], examples: int, answers: dict[s
 
 def _evaluate(fm: FrozenModel, task_name: str, variant: Variant, data_dir: str | None, limit: int | None,
               **kwargs: Any) -> dict[str, Any]:
-    from softprompt.evaluate import evaluate
+    from softprompt.evaluation.evaluate import evaluate
     from softprompt.tasks import get_task
 
     task = get_task(task_name)
@@ -250,8 +250,8 @@ def _in_domain(variant: Variant, out: Path, summary: dict[str, Any], data_dir: s
 
 
 def run_prompt_tuning(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
-    from softprompt.interpret import neighbors_report
-    from softprompt.prompt import SoftPrompt
+    from softprompt.evaluation.interpret import neighbors_report
+    from softprompt.model.prompt import SoftPrompt
 
     fm = models.get(variant.model)
     out = layout.runs / variant.train_id  # shared by variants that differ only in their transfer targets
@@ -295,7 +295,7 @@ def run_zero_shot(variant: Variant, layout: Layout, models: ModelCache, data_dir
 
 
 def run_few_shot(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
-    from softprompt.baselines import draw_shots
+    from softprompt.evaluation.baselines import draw_shots
     from softprompt.tasks import get_task
 
     fm = models.get(variant.model)
@@ -308,8 +308,8 @@ def run_few_shot(variant: Variant, layout: Layout, models: ModelCache, data_dir:
 def run_majority(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
     """The score of always answering the training split's most common class: where a method lands on it,
     it has learned to predict one class, whatever the other metrics suggest."""
-    from softprompt.baselines import majority_index, majority_predictions
-    from softprompt.evaluate import answer_counts
+    from softprompt.evaluation.baselines import majority_index, majority_predictions
+    from softprompt.evaluation.evaluate import answer_counts
     from softprompt.tasks import get_task
 
     task = get_task(variant.task or "")
@@ -321,7 +321,7 @@ def run_majority(variant: Variant, layout: Layout, models: ModelCache, data_dir:
 
 
 def run_ensemble(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
-    from softprompt.ensemble import evaluate_ensemble, train_ensemble
+    from softprompt.evaluation.ensemble import evaluate_ensemble, train_ensemble
     from softprompt.tasks import get_task
 
     fm = models.get(variant.model)

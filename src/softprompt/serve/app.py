@@ -448,7 +448,7 @@ def serve(model: str, prompts: str | Path, host: str = "127.0.0.1", port: int = 
     """Load `model`, register every prompt in `prompts`, serve until interrupted (uvicorn)."""
     import uvicorn
 
-    from softprompt.models import load_model
+    from softprompt.model.loading import load_model
 
     settings = settings or ServeSettings()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

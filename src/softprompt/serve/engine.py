@@ -22,12 +22,10 @@ from pathlib import Path
 
 import torch
 
-from softprompt.frozen import FrozenModel
-from softprompt.layout import generate_layout, padded_prefix_cache, split_by_length
-from softprompt.packed_scoring import fits_window, packed_choice_scores
-from softprompt.prefix import PrefixState, base_model, prepend_bos, run_prefix
-from softprompt.prompt import PromptFileError, SoftPrompt
-from softprompt.scoring import (
+from softprompt.model.frozen import FrozenModel
+from softprompt.model.prompt import PromptFileError, SoftPrompt
+from softprompt.scoring.layout import generate_layout, padded_prefix_cache, split_by_length
+from softprompt.scoring.logprobs import (
     Encoded,
     InputTooLongError,
     encode_pair,
@@ -37,6 +35,8 @@ from softprompt.scoring import (
     score_encoded,
     trim_at_eos,
 )
+from softprompt.scoring.packed import fits_window, packed_choice_scores
+from softprompt.scoring.prefix import PrefixState, base_model, prepend_bos, run_prefix
 
 
 class EngineError(ValueError):
@@ -349,7 +349,7 @@ class Engine:
         if self.fm.adds_bos and ids[:1] == [self.fm.tokenizer.bos_token_id]:
             ids = ids[1:]
         if self.max_input_tokens is not None:
-            from softprompt.train import cut_input
+            from softprompt.training.loop import cut_input
 
             ids = cut_input(ids, self.max_input_tokens)
         return ids

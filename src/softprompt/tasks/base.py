@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from softprompt.data import HubSource, Source, load_records
+from softprompt.tasks.data import HubSource, Source, load_records
 
 
 class Mode(StrEnum):

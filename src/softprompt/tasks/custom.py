@@ -32,8 +32,8 @@ from typing import Any
 
 import yaml
 
-from softprompt.data import Source, read_source
 from softprompt.tasks.base import Example, Mode, Task, TaskError, choice_example
+from softprompt.tasks.data import Source, read_source
 
 TOP_KEYS = ("name", "data", "format", "header", "columns", "delimiter", "quoting", "encoding", "input_template",
             "label_field", "labels", "target_field", "metrics", "main_metric", "positive_label", "description")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from softprompt.data import HubSource, Source
 from softprompt.tasks.base import Example, Mode, Task, choice_example, clean
+from softprompt.tasks.data import HubSource, Source
 
 LMBFF_SEEDS = (13, 21, 42, 87, 100)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from softprompt.data import HubSource, Source
 from softprompt.tasks.base import Example, Mode, Task, clean
+from softprompt.tasks.data import HubSource, Source
 
 SQUAD_TRAIN_PERCENT = 80
 SQUAD_FILE = "SQuAD/dev/SQuAD.jsonl.gz"

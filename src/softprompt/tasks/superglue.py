@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from softprompt.data import HubSource, Source
 from softprompt.tasks.base import Example, Mode, Task, choice_example, clean
+from softprompt.tasks.data import HubSource, Source
 
 # Every split file of every SuperGLUE task, relative to the data dir. `fewglue-*`: the 32-example FewGLUE
 # samples (both drawn from the official train set).

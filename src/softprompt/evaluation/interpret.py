@@ -15,8 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from softprompt.frozen import FrozenModel
-from softprompt.prompt import SoftPrompt
+from softprompt.model.frozen import FrozenModel
+from softprompt.model.prompt import SoftPrompt
 
 VOCAB_CHUNK = 8192  # token ids embedded per call: bounds memory on large vocabularies
 

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from softprompt.objectives import ObjectiveError
+from softprompt.scoring.objectives import ObjectiveError
 
 if TYPE_CHECKING:
-    from softprompt.frozen import FrozenModel
+    from softprompt.model.frozen import FrozenModel
 
 SUMMARY_NAME = "lm_adapt.json"
 EVAL_TEXTS = 64  # texts in the fixed before/after loss measurement
@@ -162,8 +162,8 @@ def lm_adapt(
     The weights are trained in fp32 (a bf16 model is upcast in place); dropout stays off. `fm` ends frozen
     again, holding the adapted weights.
     """
-    from softprompt.frozen import embedding_fingerprint, freeze
-    from softprompt.models import cpu_supports_bf16
+    from softprompt.model.frozen import embedding_fingerprint, freeze
+    from softprompt.model.loading import cpu_supports_bf16
 
     _check_model(fm)
     if steps < 1 or batch_size < 1 or max_tokens < 2:

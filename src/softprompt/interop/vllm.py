@@ -20,7 +20,7 @@ and `request_embeds` below is the client-side concatenation (plain torch, no vLL
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from vllm import LLM, SamplingParams
-    from softprompt.export_vllm import load_vllm_prompt, request_embeds
+    from softprompt.interop.vllm import load_vllm_prompt, request_embeds
 
     tok = AutoTokenizer.from_pretrained(BASE)
     embed = AutoModelForCausalLM.from_pretrained(BASE, torch_dtype="bfloat16").get_input_embeddings()
@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from softprompt.prompt import PromptFileError, SoftPrompt, atomic_write
+from softprompt.model.prompt import PromptFileError, SoftPrompt, atomic_write
 
 TENSOR = "prompt_embeds"
 FORMAT = "softprompt-vllm-prompt-embeds/1"

@@ -30,7 +30,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from softprompt.frozen import FrozenModel, embedding_fingerprint
+from softprompt.model.frozen import FrozenModel, embedding_fingerprint
 
 DEFAULT_NAMES = ("default", "smollm2-135m")
 GEMMA_NAME = "gemma-3-270m"

@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from softprompt.attach import attach_causal, attach_encoder
-from softprompt.frozen import FrozenModel
-from softprompt.prefix import forward_after_prefix, prepend_bos, run_prefix
-from softprompt.prompt import SoftPrompt
+from softprompt.model.attach import attach_causal, attach_encoder
+from softprompt.model.frozen import FrozenModel
+from softprompt.model.prompt import SoftPrompt
+from softprompt.scoring.prefix import forward_after_prefix, prepend_bos, run_prefix
 
 PromptSpec = SoftPrompt | torch.Tensor | Sequence[SoftPrompt | torch.Tensor | None] | None
 
@@ -276,7 +276,7 @@ def score_encoded(
     result: list[list[float]] = [[0.0] * len(options) for options in pairs]
     todo = list(range(len(pairs)))
     if not fm.is_seq2seq and pairs:
-        from softprompt.packed_scoring import score_packed
+        from softprompt.scoring.packed import score_packed
 
         shared = shared_prompt(prompts, len(pairs))
         if shared is not None or all(p is None for p in per_input):

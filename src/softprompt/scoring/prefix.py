@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from softprompt.frozen import FrozenModel
+from softprompt.model.frozen import FrozenModel
 
 
 @dataclass

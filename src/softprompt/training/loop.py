@@ -20,16 +20,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from softprompt.attention import training_attention
-from softprompt.batching import epoch_batches, split_micro
-from softprompt.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from softprompt.config import ConfigError, Loss, Method, TrainConfig
-from softprompt.frozen import FrozenModel
-from softprompt.init import make_prompt
-from softprompt.objectives import target_prefix
-from softprompt.optimizers import make_optimizer, set_lr
-from softprompt.prompt import SoftPrompt, atomic_write
+from softprompt.model.attention import training_attention
+from softprompt.model.frozen import FrozenModel
+from softprompt.model.prompt import SoftPrompt, atomic_write
 from softprompt.scoring import Encoded, encode_pair, one_token_choices_row, target_logprobs
+from softprompt.scoring.objectives import target_prefix
+from softprompt.training.batching import epoch_batches, split_micro
+from softprompt.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from softprompt.training.config import ConfigError, Loss, Method, TrainConfig
+from softprompt.training.init import make_prompt
+from softprompt.training.optimizers import make_optimizer, set_lr
 
 
 class TrainingError(RuntimeError):
@@ -120,8 +120,8 @@ def train(
     cfg: TrainConfig, *, fm: FrozenModel | None = None, resume: bool = False, progress: bool = True
 ) -> TrainResult:
     """Run one training job described by `cfg`; files go to `cfg.out` (see TrainConfig.out)."""
-    from softprompt.evaluate import evaluate
-    from softprompt.models import configure_threads, cpu_supports_bf16, load_model, physical_cores
+    from softprompt.evaluation.evaluate import evaluate
+    from softprompt.model.loading import configure_threads, cpu_supports_bf16, load_model, physical_cores
     from softprompt.tasks import get_task, load_task_file
 
     started = time.time()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from softprompt.frozen import FrozenModel
-from softprompt.prompt import SoftPrompt
+from softprompt.model.frozen import FrozenModel
+from softprompt.model.prompt import SoftPrompt
 
 TOP_N_VOCAB = 5000  # the paper samples from the 5,000 most common tokens
 

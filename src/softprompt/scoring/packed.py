@@ -23,10 +23,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from softprompt.frozen import FrozenModel
-from softprompt.layout import classify_layout, pack_rows, padded_prefix_cache, segment_mask, split_by_length
-from softprompt.prefix import PrefixState, base_model, prepend_bos, run_prefix
-from softprompt.scoring import Encoded, common_prefix_length, head_logits
+from softprompt.model.frozen import FrozenModel
+from softprompt.scoring.layout import (
+    classify_layout,
+    pack_rows,
+    padded_prefix_cache,
+    segment_mask,
+    split_by_length,
+)
+from softprompt.scoring.logprobs import Encoded, common_prefix_length, head_logits
+from softprompt.scoring.prefix import PrefixState, base_model, prepend_bos, run_prefix
 
 HEAD_ROWS = 512  # scored positions per LM-head call: [512, V] fp32 logits are ~100 MB for SmolLM2
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from softprompt.baselines import design_inputs
+from softprompt.evaluation.baselines import design_inputs
 from softprompt.tasks.base import Example, Mode, Task, TaskError
 from softprompt.tasks.metrics import exact_match
 
 if TYPE_CHECKING:
-    from softprompt.frozen import FrozenModel
-    from softprompt.prompt import SoftPrompt
+    from softprompt.model.frozen import FrozenModel
+    from softprompt.model.prompt import SoftPrompt
 
 QA_MAX_NEW_TOKENS = 32
 CHUNK_EXAMPLES = 64  # examples per scoring call: big enough for length-sorted batches, small for progress
@@ -99,8 +99,8 @@ def evaluate(
         target_prefix: text before every target, e.g. "<extra_id_0> " (objectives.py); default: the
             prompt's recorded `target_prefix`, else none.
     """
-    from softprompt.objectives import prompt_target_prefix, strip_sentinels
     from softprompt.scoring import generate, score_choices
+    from softprompt.scoring.objectives import prompt_target_prefix, strip_sentinels
 
     mode = Mode(mode) if mode is not None else task.default_mode
     prefix = prompt_target_prefix(prompt) if target_prefix is None else target_prefix

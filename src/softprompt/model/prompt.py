@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from softprompt import __version__
-from softprompt.frozen import FrozenModel
+from softprompt.model.frozen import FrozenModel
 
 TENSOR_NAME = "prompt_embeddings"
 

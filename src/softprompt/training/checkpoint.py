@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from softprompt.prompt import PromptFileError, atomic_write
+from softprompt.model.prompt import PromptFileError, atomic_write
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 

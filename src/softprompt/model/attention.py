@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from softprompt.frozen import FrozenModel
+from softprompt.model.frozen import FrozenModel
 
 TRAINING_ATTENTION_CPU = "eager"  # what `--attention eager` selects
 KERNELS = ("split", "sdpa", "eager")  # --attention choices; "split" (default) = SDPA forward + matmul backward
@@ -33,7 +33,7 @@ KERNELS = ("split", "sdpa", "eager")  # --attention choices; "split" (default) =
 def _implementation(kernel: str) -> str:
     """The transformers attention-implementation name of a kernel choice."""
     if kernel == "split":
-        from softprompt.split_attention import KERNEL_NAME  # importing registers it with transformers
+        from softprompt.model.split_attention import KERNEL_NAME  # importing registers it with transformers
 
         return KERNEL_NAME
     return kernel

@@ -19,16 +19,16 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from softprompt.config import ConfigError
+from softprompt.errors import UsageError
 
 if TYPE_CHECKING:
-    from softprompt.frozen import FrozenModel
+    from softprompt.model.frozen import FrozenModel
 
 SENTINEL = "<extra_id_0>"
 _SENTINEL_RE = re.compile(r"<extra_id_\d+>")
 
 
-class ObjectiveError(ConfigError):
+class ObjectiveError(UsageError):
     """A target format or objective that does not fit the model; the message says why and what to do."""
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from softprompt.config import Optimizer, TrainConfig
+from softprompt.training.config import Optimizer, TrainConfig
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

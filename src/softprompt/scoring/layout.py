@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from softprompt.frozen import FrozenModel
-from softprompt.prefix import PrefixState
+from softprompt.model.frozen import FrozenModel
+from softprompt.scoring.prefix import PrefixState
 
 
 def padded_prefix_cache(fm: FrozenModel, states: Sequence[PrefixState]) -> tuple[DynamicCache, torch.Tensor]:

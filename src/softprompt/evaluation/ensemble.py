@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from softprompt.frozen import FrozenModel
-from softprompt.prompt import SoftPrompt, atomic_write
+from softprompt.model.frozen import FrozenModel
+from softprompt.model.prompt import SoftPrompt, atomic_write
 from softprompt.tasks.base import Example, Mode, Task, TaskError
 
 QA_MAX_NEW_TOKENS = 32  # as evaluate.py: free-text answers
@@ -211,7 +211,7 @@ def train_ensemble(
 ) -> list[Path]:
     """Train K prompts with seeds cfg.seed .. cfg.seed + K - 1 (and `inits[i]` if given) into
     out_dir/member-i/; writes out_dir/ensemble.json and returns the K best-prompt paths."""
-    from softprompt.train import train
+    from softprompt.training.loop import train
 
     if k < 1:
         raise TaskError(f"--k must be >= 1, got {k}")

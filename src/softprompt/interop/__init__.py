@@ -1,0 +1,1 @@
+"""Exchange with other tools: PEFT prompt-tuning adapters and vLLM `prompt_embeds` files."""
