@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
+from softprompt.files import atomic_write
 from softprompt.model.frozen import FrozenModel
-from softprompt.model.prompt import SoftPrompt, atomic_write
+from softprompt.model.prompt import SoftPrompt
 from softprompt.tasks.base import Example, Mode, Task, TaskError
 
 QA_MAX_NEW_TOKENS = 32  # as evaluate.py: free-text answers

@@ -27,8 +27,8 @@ import yaml
 
 from softprompt import __version__
 from softprompt.experiments.studies import Kind, Study, Variant
+from softprompt.files import atomic_write
 from softprompt.model.frozen import FrozenModel
-from softprompt.model.prompt import atomic_write
 
 Loader = Callable[..., FrozenModel]
 """`loader(name, dtype=None)`: `models.load_model` by default; tests pass tiny models."""

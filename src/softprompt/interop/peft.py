@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from softprompt.files import atomic_write
 from softprompt.model.frozen import FrozenModel
-from softprompt.model.prompt import PromptFileError, SoftPrompt, atomic_write
+from softprompt.model.prompt import PromptFileError, SoftPrompt
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

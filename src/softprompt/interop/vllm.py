@@ -47,7 +47,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from softprompt.model.prompt import PromptFileError, SoftPrompt, atomic_write
+from softprompt.files import atomic_write
+from softprompt.model.prompt import PromptFileError, SoftPrompt
 
 TENSOR = "prompt_embeds"
 FORMAT = "softprompt-vllm-prompt-embeds/1"

@@ -7,8 +7,6 @@ Files are safetensors with one tensor, `prompt_embeddings` [P, H], and string me
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from softprompt import __version__
+from softprompt.files import atomic_write
 from softprompt.model.frozen import FrozenModel
 
 TENSOR_NAME = "prompt_embeddings"
@@ -126,19 +125,6 @@ class SoftPrompt(nn.Module):
 
     def extra_repr(self) -> str:
         return f"P={self.length}, H={self.hidden_size}, task={self.metadata.get('task')!r}"
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(tmp_path)` then rename over `path`: readers see the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json_or_str(value: str) -> Any:

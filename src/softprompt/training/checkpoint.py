@@ -15,7 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from softprompt.model.prompt import PromptFileError, atomic_write
+from softprompt.files import atomic_write
+from softprompt.model.prompt import PromptFileError
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 

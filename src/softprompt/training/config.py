@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from softprompt.files import atomic_write
 from softprompt.model.attention import KERNELS
 
 
@@ -168,8 +169,6 @@ class TrainConfig:
         return {k: (v.value if isinstance(v, Enum) else v) for k, v in data.items()}
 
     def save(self, path: str | Path) -> None:
-        from softprompt.model.prompt import atomic_write
-
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 

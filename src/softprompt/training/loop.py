@@ -20,9 +20,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from softprompt.files import atomic_write
 from softprompt.model.attention import training_attention
 from softprompt.model.frozen import FrozenModel
-from softprompt.model.prompt import SoftPrompt, atomic_write
+from softprompt.model.prompt import SoftPrompt
 from softprompt.scoring import Encoded, encode_pair, one_token_choices_row, target_logprobs
 from softprompt.scoring.objectives import target_prefix
 from softprompt.training.batching import epoch_batches, split_micro
