@@ -42,9 +42,9 @@ RESULTS = Path(__file__).parent / "results" / "load_test.json"
 def make_prompts(model: str, folder: Path, length: int, per_task: int, max_tokens: int) -> dict[str, list[str]]:
     """Write one class-label prompt per task into `folder`; return each task's (cut) dev inputs."""
     from softprompt.model.loading import load_model
+    from softprompt.scoring import cut_input
     from softprompt.tasks import get_task
     from softprompt.training.init import make_prompt
-    from softprompt.training.loop import cut_input
 
     fm = load_model(model)
     context = fm.context_size()

@@ -42,11 +42,11 @@ from softprompt.interop.peft import export_peft
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.loading import load_model
 from softprompt.model.prompt import SoftPrompt
+from softprompt.scoring import cut_input
 from softprompt.scoring.logprobs import encode_pair, pad, score_choices
 from softprompt.serve import Engine
 from softprompt.tasks import get_task
 from softprompt.training.init import make_prompt
-from softprompt.training.loop import cut_input
 
 TASKS = ("sst2", "rte", "mrpc", "boolq")
 RESULT = Path(__file__).parent / "results" / "serve_vs_peft.json"

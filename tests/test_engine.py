@@ -149,8 +149,8 @@ def test_seq2seq_takes_the_plain_path():
 def test_max_input_tokens_cuts_inputs_for_every_model_kind(make):
     """Engine(max_input_tokens=N) scores and generates from the cut input (start and end kept), seq2seq
     included (its plain path used to get the whole text)."""
+    from softprompt.scoring import cut_input
     from softprompt.scoring.logprobs import Encoded, encode_pair, generate_ids, score_encoded
-    from softprompt.training.loop import cut_input
 
     fm = make()
     engine, prompts = _engine(fm)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -22,69 +22,16 @@ import torch.nn.functional as F
 from softprompt.model.attach import attach_causal, attach_encoder
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import SoftPrompt
+from softprompt.scoring.inputs import (
+    Encoded,
+    InputTooLongError,
+    PromptSpec,
+    encode_pair,
+    one_token_choices_row,
+    pad,
+    prompt_list,
+)
 from softprompt.scoring.prefix import forward_after_prefix, prepend_bos, run_prefix
-
-PromptSpec = SoftPrompt | torch.Tensor | Sequence[SoftPrompt | torch.Tensor | None] | None
-
-
-@dataclass
-class Encoded:
-    """Token ids of one (input, target) pair: `input_ids` [T_in] (with BOS/EOS as the tokenizer adds)
-    and `target_ids` [T_tgt].
-
-    `read_ids` (causal LMs, one-token targets): read the log-probabilities of these tokens at the target's
-    position instead of the target's own, so one row scores every one-token choice of its input.
-    """
-
-    input_ids: list[int]
-    target_ids: list[int]
-    read_ids: list[int] | None = None
-
-
-class InputTooLongError(ValueError):
-    """Prompt + input + target do not fit the model's context."""
-
-
-def encode_pair(fm: FrozenModel, input_text: str, target: str, *, append_eos: bool = False) -> Encoded:
-    """Tokenize one pair as the model sees it. `append_eos` adds EOS to causal targets (training uses it
-    so that generation learns to stop); seq2seq targets always end in EOS."""
-    tok = fm.tokenizer
-    input_ids = tok(input_text).input_ids
-    if fm.is_seq2seq:
-        return Encoded(input_ids, tok(target).input_ids)
-    needs_space = input_text and not input_text[-1].isspace() and not target[:1].isspace()
-    target_ids = tok((" " if needs_space else "") + target, add_special_tokens=False).input_ids
-    if append_eos and tok.eos_token_id is not None:
-        target_ids = target_ids + [tok.eos_token_id]
-    return Encoded(input_ids, target_ids)
-
-
-def prompt_list(fm: FrozenModel, prompts: PromptSpec, batch: int) -> list[torch.Tensor | None]:
-    """Normalise None / one prompt / one per example into a list of [P_i, H] tensors in the model dtype."""
-    if prompts is None or isinstance(prompts, SoftPrompt | torch.Tensor):
-        return prompt_list(fm, [prompts], 1) * batch  # convert once; every example shares the tensor
-    if len(prompts) != batch:
-        raise ValueError(f"got {len(prompts)} prompts for {batch} examples")
-    out: list[torch.Tensor | None] = []
-    for p in prompts:
-        if isinstance(p, SoftPrompt):
-            out.append(p.as_input(fm.dtype, fm.device))
-        elif p is not None:
-            out.append(p.to(device=fm.device, dtype=fm.dtype))
-        else:
-            out.append(None)
-    return out
-
-
-def pad(rows: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists -> ids [B, T] and mask [B, T]."""
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), value, dtype=torch.long)
-    mask = torch.zeros(len(rows), length, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 def head_logits(fm: FrozenModel, hidden: torch.Tensor) -> torch.Tensor:
@@ -249,16 +196,6 @@ def score_choices(
     """Summed target log-likelihood of every choice of every input: `result[i][c]` (see `score_encoded`)."""
     return score_encoded(fm, [[encode_pair(fm, inputs[i], c) for c in options] for i, options in enumerate(choices)],
                          prompts, batch_size)
-
-
-@torch.no_grad()
-def one_token_choices_row(fm: FrozenModel, options: Sequence[Encoded]) -> Encoded | None:
-    """One row for all choices of one input when each is one token (negative/positive, True/False) on a
-    causal LM: they are predicted at the same position, so the row reads every choice's log-probability
-    there (`read_ids`) instead of one row per choice. None when a choice has more tokens (or for seq2seq)."""
-    if fm.is_seq2seq or len(options) < 2 or any(len(p.target_ids) != 1 for p in options):
-        return None
-    return Encoded(options[0].input_ids, options[0].target_ids, read_ids=[p.target_ids[0] for p in options])
 
 
 def score_encoded(

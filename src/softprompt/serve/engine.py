@@ -24,6 +24,7 @@ import torch
 
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import PromptFileError, SoftPrompt
+from softprompt.scoring.inputs import cut_input
 from softprompt.scoring.layout import generate_layout, padded_prefix_cache, split_by_length
 from softprompt.scoring.logprobs import (
     Encoded,
@@ -349,8 +350,6 @@ class Engine:
         if self.fm.adds_bos and ids[:1] == [self.fm.tokenizer.bos_token_id]:
             ids = ids[1:]
         if self.max_input_tokens is not None:
-            from softprompt.training.loop import cut_input
-
             ids = cut_input(ids, self.max_input_tokens)
         return ids
 

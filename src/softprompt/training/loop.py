@@ -24,7 +24,7 @@ from softprompt.files import atomic_write
 from softprompt.model.attention import training_attention
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import SoftPrompt
-from softprompt.scoring import Encoded, encode_pair, one_token_choices_row, target_logprobs
+from softprompt.scoring import Encoded, cut_input, encode_pair, one_token_choices_row, target_logprobs
 from softprompt.scoring.objectives import target_prefix
 from softprompt.training.batching import epoch_batches, split_micro
 from softprompt.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -59,14 +59,6 @@ class Row:
     @property
     def length(self) -> int:
         return len(self.gold.input_ids) + len(self.gold.target_ids)
-
-
-def cut_input(ids: list[int], limit: int) -> list[int]:
-    """Keep the start and the end of an over-long input (question and cue survive), drop the middle."""
-    if len(ids) <= limit:
-        return ids
-    tail = min(16, limit // 2)
-    return ids[: limit - tail] + ids[-tail:]
 
 
 def encode_rows(fm: FrozenModel, examples: list[Any], cfg: TrainConfig) -> list[Row]:
