@@ -78,7 +78,7 @@ def encoded_pool(fm: Any, seed: int, max_length: int):
     """(input ids, target ids = label word + EOS) of SST-2 train examples in a seeded random order, keeping
     those that fit PEFT's max_length (its guide truncates longer sequences from the end, which would cut the
     label; we drop them instead). A generator: workers encode only what they use."""
-    from softprompt.scoring.logprobs import encode_pair
+    from softprompt.scoring import encode_pair
 
     examples = sst2("train")
     random.Random(seed).shuffle(examples)
@@ -186,7 +186,7 @@ class Ours:
 
     def step(self, rows: list[tuple]) -> tuple[float, int]:
         from softprompt.model.attention import training_attention
-        from softprompt.scoring.logprobs import Encoded, target_logprobs
+        from softprompt.scoring import Encoded, target_logprobs
 
         pairs = [Encoded(list(i), list(t)) for i, t in rows]
         self.optimizer.zero_grad(set_to_none=True)
@@ -257,7 +257,7 @@ def worker_accuracy(args: argparse.Namespace) -> None:
     dev = sst2("validation", limit=args.eval_n)
     tick = time.perf_counter()
     if args.side == "peft":
-        from softprompt.scoring.logprobs import encode_pair
+        from softprompt.scoring import encode_pair
 
         correct = 0
         for start in range(0, len(dev), 8):

@@ -7,7 +7,7 @@ import torch
 from tiny import tiny_causal, tiny_gemma3, tiny_seq2seq
 
 from softprompt.model.attach import attach, attach_causal
-from softprompt.scoring.logprobs import encode_pair, pad, target_logprobs
+from softprompt.scoring import encode_pair, pad, target_logprobs
 from softprompt.training.init import make_prompt
 
 TEXTS = [
@@ -115,28 +115,30 @@ def test_shared_prefix_path_equals_the_plain_path_in_value_and_gradient(model):
 def test_common_text_prefix_runs_once_and_scores_like_the_plain_path(model, monkeypatch):
     """Few-shot inputs share their instruction and solved examples: those tokens run once per batch and the
     scores equal the plain path's (which scoring takes when the shared part is too short to pay off)."""
-    import softprompt.scoring.logprobs as scoring
+    import softprompt.scoring.router as router
     from softprompt.evaluation.baselines import design_inputs
+    from softprompt.scoring.logprobs import common_prefix_length
 
     fm = tiny_gemma3() if model == "gemma3" else tiny_causal(add_bos=model == "llama-bos")
     design = "classify the sentence . " * 4 + "the movie was great answer : positive"
     inputs = design_inputs(TEXTS, design)
     pairs = [encode_pair(fm, t, w) for t in inputs for w in ("positive", "negative")]
-    assert scoring.common_prefix_length(pairs) >= scoring.MIN_COMMON_TOKENS
+    assert common_prefix_length(pairs) >= router.MIN_COMMON_TOKENS
     calls = []
-    real = scoring._shared_prefix_logprobs
-    monkeypatch.setattr(scoring, "_shared_prefix_logprobs", lambda *a: calls.append(a[2].shape) or real(*a))
+    real = router.shared_prefix_logprobs
+    monkeypatch.setattr(router, "shared_prefix_logprobs", lambda *a: calls.append(a[2].shape) or real(*a))
     with torch.no_grad():
         shared = target_logprobs(fm, pairs)
-        monkeypatch.setattr(scoring, "MIN_COMMON_TOKENS", 10**6)  # forces the plain path
+        monkeypatch.setattr(router, "MIN_COMMON_TOKENS", 10**6)  # forces the plain path
         plain = target_logprobs(fm, pairs)
-    assert len(calls) == 1 and calls[0][0] == scoring.common_prefix_length(pairs)
+    assert len(calls) == 1 and calls[0][0] == common_prefix_length(pairs)
     for a, b in zip(shared, plain, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def test_common_prefix_length_stops_at_the_first_difference():
-    from softprompt.scoring.logprobs import Encoded, common_prefix_length
+    from softprompt.scoring import Encoded
+    from softprompt.scoring.logprobs import common_prefix_length
 
     assert common_prefix_length([Encoded([1, 2, 3, 4], [9]), Encoded([1, 2, 5], [9]), Encoded([1, 2, 3], [8])]) == 2
     assert common_prefix_length([Encoded([1, 2], [9]), Encoded([1, 2], [8])]) == 2

@@ -7,7 +7,7 @@ import torch
 from tiny import tiny_causal
 
 from softprompt.model.attention import TRAINING_ATTENTION_CPU, training_attention
-from softprompt.scoring.logprobs import encode_pair, target_logprobs
+from softprompt.scoring import encode_pair, target_logprobs
 from softprompt.training.init import make_prompt
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny import tiny_causal, tiny_gemma3, tiny_seq2seq
 
-from softprompt.scoring.logprobs import generate, score_choices
+from softprompt.scoring import generate, score_choices
 from softprompt.serve import ClassifyRequest, Engine, EngineError
 from softprompt.training.init import make_prompt
 
@@ -150,7 +150,7 @@ def test_max_input_tokens_cuts_inputs_for_every_model_kind(make):
     """Engine(max_input_tokens=N) scores and generates from the cut input (start and end kept), seq2seq
     included (its plain path used to get the whole text)."""
     from softprompt.scoring import cut_input
-    from softprompt.scoring.logprobs import Encoded, encode_pair, generate_ids, score_encoded
+    from softprompt.scoring import Encoded, encode_pair, generate_ids, score_encoded
 
     fm = make()
     engine, prompts = _engine(fm)

@@ -13,7 +13,7 @@ from tiny import tiny_causal
 
 from softprompt.evaluation.baselines import design_inputs, design_prefix, draw_shots
 from softprompt.evaluation.evaluate import evaluate, write_predictions
-from softprompt.scoring.logprobs import score_choices
+from softprompt.scoring import score_choices
 from softprompt.tasks import Example, Mode, Task, TaskError, load_task_file
 from softprompt.tasks.base import choice_example
 

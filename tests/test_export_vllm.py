@@ -12,7 +12,7 @@ from tiny import tiny_causal, tiny_seq2seq
 from softprompt.interop.vllm import export_vllm, load_vllm_prompt, request_embeds, sidecar_path
 from softprompt.model.attach import attach_causal
 from softprompt.model.prompt import PromptFileError
-from softprompt.scoring.logprobs import generate
+from softprompt.scoring import generate
 from softprompt.training.init import make_prompt
 
 TEXT = "premise : a man is walking . hypothesis : someone moves"

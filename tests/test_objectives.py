@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import SoftPrompt
-from softprompt.scoring.logprobs import encode_pair, score_choices
+from softprompt.scoring import encode_pair, score_choices
 from softprompt.scoring.objectives import (
     SENTINEL,
     ObjectiveError,

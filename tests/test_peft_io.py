@@ -10,7 +10,7 @@ from tiny import tiny_causal, tiny_seq2seq
 
 from softprompt.interop.peft import export_peft, import_peft
 from softprompt.model.prompt import PromptFileError
-from softprompt.scoring.logprobs import encode_pair, target_logprobs
+from softprompt.scoring import encode_pair, target_logprobs
 from softprompt.training.init import make_prompt
 
 peft = pytest.importorskip("peft")

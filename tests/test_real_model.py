@@ -10,7 +10,7 @@ import pytest
 
 from softprompt.evaluation.evaluate import evaluate
 from softprompt.model.prompt import SoftPrompt
-from softprompt.scoring.logprobs import generate
+from softprompt.scoring import generate
 from softprompt.tasks import get_task
 from softprompt.training.config import TrainConfig
 from softprompt.training.loop import train

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny import tiny_causal, tiny_seq2seq
 
-from softprompt.scoring.logprobs import InputTooLongError, encode_pair, generate, score_choices
+from softprompt.scoring import InputTooLongError, encode_pair, generate, score_choices
 from softprompt.training.init import make_prompt
 
 
@@ -81,7 +81,8 @@ def test_one_token_choices_share_one_row_and_score_as_separate_rows(model, monke
     each (input, choice) pair on its own row, and inputs with longer choices in the same call still work."""
     from tiny import tiny_gemma3
 
-    import softprompt.scoring.logprobs as scoring
+    import softprompt.scoring.router as router
+    from softprompt.scoring import target_logprobs
 
     fm = tiny_gemma3() if model == "gemma3" else tiny_causal()
     text = "the movie was great"
@@ -90,9 +91,9 @@ def test_one_token_choices_share_one_row_and_score_as_separate_rows(model, monke
     inputs, choices = [text, "a terrible film", "is it good ?"], [words[:2], words[:3], [words[0], "not_entailment"]]
     prompt = make_prompt(fm, 3, "random-uniform", seed=4)
     rows: list[int] = []
-    real = scoring.target_logprobs
-    monkeypatch.setattr(scoring, "target_logprobs", lambda fm, pairs, prompts=None: rows.append(len(pairs)) or real(fm, pairs, prompts))
-    monkeypatch.setattr("softprompt.scoring.packed.score_packed", lambda *a: {})  # the row-per-pair path
+    real = router.rows_logprobs
+    monkeypatch.setattr(router, "rows_logprobs", lambda fm, pairs, rows_of: rows.append(len(pairs)) or real(fm, pairs, rows_of))
+    monkeypatch.setattr(router, "_score_packed", lambda *a: {})  # the row-per-pair path
     for p in (prompt, None):
         rows.clear()
         got = score_choices(fm, inputs, choices, p, batch_size=16)
@@ -100,7 +101,7 @@ def test_one_token_choices_share_one_row_and_score_as_separate_rows(model, monke
         for i, (t, opts) in enumerate(zip(inputs, choices, strict=True)):
             for c, w in enumerate(opts):
                 with torch.no_grad():
-                    alone = float(real(fm, [encode_pair(fm, t, w)], p)[0].sum())
+                    alone = float(target_logprobs(fm, [encode_pair(fm, t, w)], p)[0].sum())
                 assert got[i][c] == pytest.approx(alone, abs=1e-5)
 
 
@@ -111,8 +112,8 @@ def test_packed_choices_score_as_one_row_per_pair(model, monkeypatch):
     Gemma-3 with a 12-token window: inputs that do not fit it take the plain path, and still match."""
     from tiny import tiny_gemma3
 
-    import softprompt.scoring.logprobs as scoring
-    import softprompt.scoring.packed as packed_scoring
+    import softprompt.scoring.router as router
+    from softprompt.scoring import target_logprobs
 
     fm = {"llama-bos": lambda: tiny_causal(), "llama": lambda: tiny_causal(add_bos=False),
           "gemma3-wide": lambda: tiny_gemma3(sliding_window=256),
@@ -121,8 +122,8 @@ def test_packed_choices_score_as_one_row_per_pair(model, monkeypatch):
     inputs = [design + t for t in ("the movie was great", "a terrible film , boring and far too long", "ok", "")]
     choices = [["entailment", "not_entailment", "no"], ["not_entailment", "yes"], ["great film", "a"], ["no", "entailment"]]
     scored: list[int] = []
-    real = packed_scoring.packed_choice_scores
-    monkeypatch.setattr(packed_scoring, "packed_choice_scores", lambda fm, ids, *a: scored.append(len(ids)) or real(fm, ids, *a))
+    real = router.packed_choice_scores
+    monkeypatch.setattr(router, "packed_choice_scores", lambda fm, ids, *a: scored.append(len(ids)) or real(fm, ids, *a))
     for prompt in (make_prompt(fm, 5, "random-uniform", seed=2), None):
         scored.clear()
         got = score_choices(fm, inputs, choices, prompt, batch_size=3)
@@ -131,5 +132,5 @@ def test_packed_choices_score_as_one_row_per_pair(model, monkeypatch):
         for i, (t, opts) in enumerate(zip(inputs, choices, strict=True)):
             for c, w in enumerate(opts):
                 with torch.no_grad():
-                    alone = float(scoring.target_logprobs(fm, [encode_pair(fm, t, w)], prompt)[0].sum())
+                    alone = float(target_logprobs(fm, [encode_pair(fm, t, w)], prompt)[0].sum())
                 assert got[i][c] == pytest.approx(alone, abs=1e-4)

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from tiny import tiny_causal, tiny_gemma3
 
-import softprompt.scoring.logprobs as scoring
+import softprompt.scoring.router as router
 from softprompt.model.attention import training_attention
 from softprompt.model.split_attention import _FlashForwardMatmulBackward
-from softprompt.scoring.logprobs import encode_pair, target_logprobs
+from softprompt.scoring import encode_pair, target_logprobs
 from softprompt.training.init import make_prompt
 
 TEXTS = ["the movie was great", "a terrible film , boring and far too long", "fine day"]
@@ -28,7 +28,7 @@ def loss_and_grad(fm, prompt, pairs, kernel: str | None) -> tuple[torch.Tensor, 
 def test_split_gives_sdpas_loss_and_gradients(monkeypatch, shared_prefix):
     # Plain path: one padded batch, causal + padding mask. Shared prefix: inputs on top of a cached prompt
     # (more keys than queries). Both must match SDPA in fp32.
-    monkeypatch.setattr(scoring, "prefix_pays_off", lambda *a, **k: shared_prefix)
+    monkeypatch.setattr(router, "prefix_pays_off", lambda *a, **k: shared_prefix)
     fm = tiny_causal()
     fm.model.set_attn_implementation("sdpa")
     prompt = make_prompt(fm, 4, "random-uniform", seed=0)

@@ -23,6 +23,7 @@ import torch
 from softprompt.files import atomic_write
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import SoftPrompt
+from softprompt.scoring import PrefixCache, generate, score_choices
 from softprompt.tasks.base import Example, Mode, Task, TaskError
 
 QA_MAX_NEW_TOKENS = 32  # as evaluate.py: free-text answers
@@ -110,38 +111,20 @@ def member_probs(
     batch_size: int = 16,
 ) -> list[list[list[float]]]:
     """Softmax over each input's choices, for every member: [K, N, C_n], one forward per `batch_size` inputs
-    (each repeated K times)."""
+    (each repeated K times; each member's prefix runs once for the whole call)."""
     k = len(prompts)
+    prefixes = PrefixCache(fm)
     probs: list[list[list[float]]] = [[] for _ in range(k)]
-    if fm.is_seq2seq:
-        from softprompt.scoring import score_choices
-
-        for start in range(0, len(inputs), batch_size):
-            ins, chs = inputs[start: start + batch_size], choices[start: start + batch_size]
-            rows = batch_size * k * max(len(c) for c in chs)
-            scores = score_choices(fm, [t for t in ins for _ in range(k)], [c for c in chs for _ in range(k)],
-                                   [p for _ in ins for p in prompts], batch_size=rows)
-            for j, row in enumerate(scores):
-                probs[j % k].append(torch.tensor(row, dtype=torch.float64).softmax(0).tolist())
-        return probs
-    engine = _engine(fm, prompts, batch_size)
     for start in range(0, len(inputs), batch_size):
-        reqs = [(f"member-{j}", text, list(ch)) for text, ch in
-                zip(inputs[start: start + batch_size], choices[start: start + batch_size], strict=True)
-                for j in range(k)]
-        engine.batch_size = len(reqs)  # the whole K-fold batch in one forward
-        for i, row in enumerate(engine.score(reqs)):
-            probs[i % k].append(torch.tensor(row, dtype=torch.float64).softmax(0).tolist())
+        ins, chs = inputs[start: start + batch_size], choices[start: start + batch_size]
+        # Rows per forward: causal models pack each input's choices into one row (the whole K-fold batch in
+        # one forward); seq2seq models score one row per (input, choice).
+        rows = len(ins) * k * (max(len(c) for c in chs) if fm.is_seq2seq else 1)
+        scores = score_choices(fm, [t for t in ins for _ in range(k)], [list(c) for c in chs for _ in range(k)],
+                               [p for _ in ins for p in prompts], batch_size=rows, prefixes=prefixes)
+        for j, row in enumerate(scores):
+            probs[j % k].append(torch.tensor(row, dtype=torch.float64).softmax(0).tolist())
     return probs
-
-
-def _engine(fm: FrozenModel, prompts: Sequence[SoftPrompt], batch_size: int) -> Any:
-    from softprompt.serve.engine import Engine
-
-    engine = Engine(fm, batch_size=batch_size * len(prompts))
-    for j, prompt in enumerate(prompts):
-        engine.add(f"member-{j}", prompt)
-    return engine
 
 
 def run_ensemble(
@@ -176,16 +159,11 @@ def run_ensemble(
 
 
 def _generate_members(fm: FrozenModel, inputs: Sequence[str], prompts: Sequence[SoftPrompt], batch_size: int) -> list[list[str]]:
+    """Every member's greedy answer to every input: [K, N], the K prompts of an input in one batch."""
     k = len(prompts)
     out: list[list[str]] = [[] for _ in range(k)]
-    if fm.is_seq2seq:
-        from softprompt.scoring import generate
-
-        texts = generate(fm, [t for t in inputs for _ in range(k)], [p for _ in inputs for p in prompts],
-                         QA_MAX_NEW_TOKENS, batch_size * k)
-    else:
-        engine = _engine(fm, prompts, batch_size)
-        texts = engine.generate([(f"member-{j}", t, QA_MAX_NEW_TOKENS) for t in inputs for j in range(k)])
+    texts = generate(fm, [t for t in inputs for _ in range(k)], [p for _ in inputs for p in prompts],
+                     QA_MAX_NEW_TOKENS, batch_size * k, prefixes=PrefixCache(fm))
     for i, text in enumerate(texts):
         out[i % k].append(text)
     return out

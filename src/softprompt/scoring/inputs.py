@@ -55,20 +55,30 @@ def encode_pair(fm: FrozenModel, input_text: str, target: str, *, append_eos: bo
     return Encoded(input_ids, target_ids)
 
 
-def prompt_list(fm: FrozenModel, prompts: PromptSpec, batch: int) -> list[torch.Tensor | None]:
-    """Normalise None / one prompt / one per example into a list of [P_i, H] tensors in the model dtype."""
+def per_input(prompts: PromptSpec, batch: int) -> list[SoftPrompt | torch.Tensor | None]:
+    """None / one prompt / one per example -> one entry per example (the objects themselves, unconverted)."""
     if prompts is None or isinstance(prompts, SoftPrompt | torch.Tensor):
-        return prompt_list(fm, [prompts], 1) * batch  # convert once; every example shares the tensor
+        return [prompts] * batch
     if len(prompts) != batch:
         raise ValueError(f"got {len(prompts)} prompts for {batch} examples")
+    return list(prompts)
+
+
+def prompt_list(fm: FrozenModel, prompts: PromptSpec, batch: int) -> list[torch.Tensor | None]:
+    """Normalise None / one prompt / one per example into a list of [P_i, H] tensors in the model dtype.
+
+    Each distinct prompt object is converted once, so examples that share a prompt share one tensor object
+    (the router recognises a batch-wide prompt by that identity) and its gradient sums over them.
+    """
+    converted: dict[int, torch.Tensor | None] = {}
     out: list[torch.Tensor | None] = []
-    for p in prompts:
-        if isinstance(p, SoftPrompt):
-            out.append(p.as_input(fm.dtype, fm.device))
-        elif p is not None:
-            out.append(p.to(device=fm.device, dtype=fm.dtype))
-        else:
-            out.append(None)
+    for p in per_input(prompts, batch):
+        if id(p) not in converted:
+            if isinstance(p, SoftPrompt):
+                converted[id(p)] = p.as_input(fm.dtype, fm.device)
+            else:
+                converted[id(p)] = None if p is None else p.to(device=fm.device, dtype=fm.dtype)
+        out.append(converted[id(p)])
     return out
 
 

@@ -1,6 +1,7 @@
 """Score every choice of many inputs on cached prefixes, each input running once for all its choices.
 
-The rank classification behind `softprompt eval` and the serving engine's `classify`: for a causal LM,
+The rank classification behind `softprompt eval`, ensembles and the serving engine's `classify` (router.py
+sends inputs here): for a causal LM,
 the log-likelihood of choice c given prefix + input is read off states of one packed row (layout in
 layout.py)
 
@@ -12,7 +13,7 @@ MRPC's two multi-token label words cost one input pass instead of two, CB's thre
 
 The segment mask is built here, so it is exact only where the model itself would not cut attention:
 models with sliding-window layers (Gemma-3: 512 tokens on its local layers) take this path only for
-requests whose prefix + input + choice fit inside the window (`fits_window`); callers route the rest to
+requests whose prefix + input + choice fit inside the window (`fits_window`); the router sends the rest to
 the plain path, which lets the model build its own sliding masks.
 """
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from softprompt.model.frozen import FrozenModel
+from softprompt.scoring.head import head_logits
 from softprompt.scoring.layout import (
     classify_layout,
     pack_rows,
@@ -31,8 +33,7 @@ from softprompt.scoring.layout import (
     segment_mask,
     split_by_length,
 )
-from softprompt.scoring.logprobs import Encoded, common_prefix_length, head_logits
-from softprompt.scoring.prefix import PrefixState, base_model, prepend_bos, run_prefix
+from softprompt.scoring.prefix import PrefixState, base_model
 
 HEAD_ROWS = 512  # scored positions per LM-head call: [512, V] fp32 logits are ~100 MB for SmolLM2
 
@@ -42,34 +43,6 @@ def fits_window(fm: FrozenModel, prefix: int, n_input: int, n_target: int) -> bo
     mask equals the model's own, sliding or not)."""
     window = fm.attention_window()
     return window is None or prefix + n_input + n_target <= window
-
-
-def score_packed(
-    fm: FrozenModel, pairs: Sequence[Sequence[Encoded]], prompt: torch.Tensor | None, batch_size: int
-) -> dict[int, list[float]]:
-    """Score the inputs `pairs[i]` (every choice of input i; input ids as the tokenizer gives them) that
-    fit this path, on one prefix: BOS + `prompt` [P, H] (model dtype), or with no prompt the leading tokens
-    every input shares (BOS, a field name, a few-shot design). Returns {input index: scores per choice};
-    inputs left out (none shared, or beyond a sliding window) are for the caller's plain path.
-    """
-    firsts = [options[0] for options in pairs]
-    bos = fm.tokenizer.bos_token_id
-    if prompt is not None:
-        skip = 1 if fm.adds_bos else 0  # the prompt goes after BOS, which moves into the prefix
-        if skip and any(p.input_ids[:1] != [bos] for p in firsts):
-            return {}
-        prefix = prepend_bos(fm, prompt) if skip else prompt
-    else:
-        skip = common_prefix_length(firsts)
-        if skip == 0:
-            return {}
-        prefix = fm.embed(torch.tensor([firsts[0].input_ids[:skip]]))[0]  # same ids, same states
-    state = run_prefix(fm, prefix)
-    chosen = [i for i, options in enumerate(pairs)
-              if fits_window(fm, state.length, len(options[0].input_ids) - skip, max(len(p.target_ids) for p in options))]
-    scores = packed_choice_scores(fm, [pairs[i][0].input_ids[skip:] for i in chosen],
-                                  [[p.target_ids for p in pairs[i]] for i in chosen], [state] * len(chosen), batch_size)
-    return dict(zip(chosen, scores, strict=True))
 
 
 def packed_choice_scores(

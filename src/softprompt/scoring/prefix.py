@@ -4,17 +4,20 @@ In a causal LM the prompt's hidden states never see the input (it comes first), 
 every example. Running them once at batch size 1 instead of B times removes (B-1)·P tokens of work from
 each forward *and* backward; with P = 100 and short inputs that is most of the compute. Gradients flow
 back through the cached keys/values into the prompt, summed over the batch: the result equals the
-plain path (tested). The serving engine keeps the same prefix keys/values per task and reuses them.
+plain path (tested). `PrefixCache` keeps one state per prompt: the serving registry's tasks, an ensemble's
+members.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
 from softprompt.model.frozen import FrozenModel
+from softprompt.model.prompt import SoftPrompt
 
 
 @dataclass
@@ -73,3 +76,39 @@ def forward_after_prefix(
         cache=batch_cache(fm, state, batch), use_cache=True,
     )
     return torch.cat([state.last_hidden.expand(batch, -1, -1), out.last_hidden_state], dim=1)
+
+
+def prompt_prefix(fm: FrozenModel, rows: torch.Tensor) -> PrefixState:
+    """The prefix a prompt [P, H] (model dtype) runs as: BOS + prompt when the tokenizer adds BOS (the
+    prompt goes right after it), else the prompt alone."""
+    return run_prefix(fm, prepend_bos(fm, rows) if fm.adds_bos else rows)
+
+
+class PrefixCache:
+    """Prefix states of prompts, each run once: the serving registry keeps one for every loaded task, an
+    ensemble one for its members, `score_encoded` a fresh one per call.
+
+    Keyed by the prompt object (a `SoftPrompt` or a [P, H] tensor), which the cache holds on to so its id
+    cannot be reused by another object while cached. States are built without gradients: scoring only.
+    """
+
+    def __init__(self, fm: FrozenModel) -> None:
+        self.fm = fm
+        self._states: dict[int, tuple[object, PrefixState]] = {}
+
+    def get(self, prompt: SoftPrompt | torch.Tensor) -> PrefixState:
+        """The prompt's prefix state, running BOS + prompt the first time it is asked for."""
+        hit = self._states.get(id(prompt))
+        if hit is not None and hit[0] is prompt:
+            return hit[1]
+        with torch.no_grad():
+            rows = prompt.as_input(self.fm.dtype, self.fm.device) if isinstance(prompt, SoftPrompt) else \
+                prompt.to(device=self.fm.device, dtype=self.fm.dtype)
+            state = prompt_prefix(self.fm, rows)
+        self._states = {**self._states, id(prompt): (prompt, state)}  # swapped, never mutated: readers in other threads
+        return state
+
+    def retain(self, prompts: Iterable[object]) -> None:
+        """Forget every state but those of `prompts` (the registry's tasks after a reload)."""
+        keep = {id(p) for p in prompts}
+        self._states = {k: v for k, v in self._states.items() if k in keep}

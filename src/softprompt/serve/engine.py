@@ -1,12 +1,11 @@
-"""The serving engine: one frozen model, a registry of prompts (one per task), batches that mix tasks.
+"""The serving engine: a registry of loaded prompts (one per task) on one frozen model, reloaded from a
+directory, and batches that mix tasks.
 
-For decoder-only models a prompt's keys and values never depend on the input (it comes first), so each
-prompt's prefix (BOS + prompt) runs once, when it is registered, and every request reuses its KV: request
-cost is the input's tokens, whatever P is. A batch mixing tasks stacks the examples' prefixes into one
-cache (layout.py); classification scores every label word of a request in one packed row
-(packed_scoring.py). Seq2seq models take the plain path through `scoring` (the encoder must see prompt and
-input together), and so do requests longer than a sliding attention window (Gemma-3's local layers): the
-cached layouts build their own masks, which are exact only inside the window.
+Scoring and decoding are the scoring core's (`softprompt.scoring`): the engine turns requests into token
+ids (BOS rule, input cutting, label words), hands them to `score_encoded` / `generate_ids` with its
+`PrefixCache`, and turns the results back into answers. For decoder-only models each prompt's prefix
+(BOS + prompt) runs once, when it is registered, and every request reuses its keys/values: request cost is
+the input's tokens, whatever P is.
 
     >>> engine = Engine(fm, prompts_dir="prompts/")          # sst2.safetensors -> task "sst2"
     >>> engine.classify([("sst2", "sentence: a gem ."), ("rte", "premise: ... hypothesis: ...")])
@@ -22,25 +21,22 @@ from pathlib import Path
 
 import torch
 
+from softprompt.errors import UsageError
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import PromptFileError, SoftPrompt
-from softprompt.scoring.inputs import cut_input
-from softprompt.scoring.layout import generate_layout, padded_prefix_cache, split_by_length
-from softprompt.scoring.logprobs import (
+from softprompt.scoring import (
     Encoded,
-    InputTooLongError,
+    PrefixCache,
+    cut_input,
     encode_pair,
     generate_ids,
-    generation_stopped,
-    head_logits,
     score_encoded,
-    trim_at_eos,
+    strip_bos,
+    with_bos,
 )
-from softprompt.scoring.packed import fits_window, packed_choice_scores
-from softprompt.scoring.prefix import PrefixState, base_model, prepend_bos, run_prefix
 
 
-class EngineError(ValueError):
+class EngineError(UsageError):
     """A request the engine cannot serve (unknown task, no label words); the message says which."""
 
 
@@ -74,12 +70,12 @@ class Classification:
 
 @dataclass
 class Entry:
-    """A registered prompt: the prompt, its label words, its cached prefix (causal models), where it came from."""
+    """A registered prompt: the prompt, its label words, where it came from (its prefix is in the engine's
+    `PrefixCache`)."""
 
     name: str
     prompt: SoftPrompt
     label_words: list[str] | None
-    state: PrefixState | None
     source: Path | None = None
 
 
@@ -115,6 +111,7 @@ class Engine:
         self._entries: dict[str, Entry] = {}
         self._seen: dict[Path, tuple[int, int]] = {}  # file -> (mtime_ns, size) when last read
         self._label_cache: dict[tuple[str, str], list[int]] = {}
+        self._prefixes = PrefixCache(fm)  # BOS + prompt keys/values of every registered task, run once
         self.skipped: dict[str, str] = {}  # file name -> why it is not served (for a server's status page)
         self._lock = threading.Lock()  # reload may run beside requests: entries are swapped, never mutated
         if self.prompts_dir is not None:
@@ -132,11 +129,13 @@ class Engine:
         entry = self._make_entry(name, prompt, label_words, source=None)
         with self._lock:
             self._entries = {**self._entries, name: entry}
+            self._prefixes.retain(e.prompt for e in self._entries.values())
         return entry
 
     def remove(self, name: str) -> None:
         with self._lock:
             self._entries = {k: v for k, v in self._entries.items() if k != name}
+            self._prefixes.retain(e.prompt for e in self._entries.values())
 
     def reload(self) -> ReloadReport:
         """Pick up new and changed files in `prompts_dir` (by mtime and size), drop deleted ones.
@@ -179,6 +178,7 @@ class Engine:
                 del self._seen[path]
                 self.skipped.pop(path.name, None)
             self._entries = entries
+            self._prefixes.retain(e.prompt for e in entries.values())
         return report
 
     def _make_entry(self, name: str, prompt: SoftPrompt, label_words: Sequence[str] | None, source: Path | None) -> Entry:
@@ -186,13 +186,9 @@ class Engine:
         words = list(label_words) if label_words is not None else prompt.metadata.get("label_words")
         if words is not None and (not isinstance(words, list) or not all(isinstance(w, str) and w for w in words)):
             raise PromptFileError(f"{source or name}: metadata label_words must be a list of non-empty strings, got {words!r}")
-        return Entry(name, prompt, words, None if self.fm.is_seq2seq else self._prefix(prompt), source)
-
-    @torch.no_grad()
-    def _prefix(self, prompt: SoftPrompt) -> PrefixState:
-        """Run BOS (when the tokenizer adds one: the prompt goes after it) + prompt once; keep its KV."""
-        rows = prompt.as_input(self.fm.dtype, self.fm.device)
-        return run_prefix(self.fm, prepend_bos(self.fm, rows) if self.fm.adds_bos else rows)
+        if not self.fm.is_seq2seq:
+            self._prefixes.get(prompt)  # run BOS + prompt now, at registration, not on the first request
+        return Entry(name, prompt, words, source)
 
     def _entry(self, entries: dict[str, Entry], task: str) -> Entry:
         if task not in entries:
@@ -234,30 +230,12 @@ class Engine:
     def _label_scores(
         self, reqs: list[ClassifyRequest], words: list[list[str]], entries: dict[str, Entry]
     ) -> list[list[float]]:
-        """Summed log-likelihood of every label word of every request: packed rows on the cached prefixes
-        (packed_scoring.py) where those are exact; the plain path (`scoring.score_encoded`) for seq2seq
-        models and for requests that do not fit a sliding attention window."""
-        ids = [self._input_ids(r.text) for r in reqs]
-        targets = [[self._target_ids(r.text[-1:], w) for w in ws] for r, ws in zip(reqs, words, strict=True)]
-        tasks = [self._entry(entries, r.task) for r in reqs]
-        longest = [max(len(t) for t in ts) for ts in targets]
-        cached: list[int] = []
-        if not self.fm.is_seq2seq:
-            for i, e in enumerate(tasks):
-                self._check_fits(e.state.length, len(ids[i]), longest[i])
-            cached = [i for i, e in enumerate(tasks) if fits_window(self.fm, e.state.length, len(ids[i]), longest[i])]
-        result: list[list[float]] = [[] for _ in reqs]
-        for i, scores in zip(cached, packed_choice_scores(
-                self.fm, [ids[i] for i in cached], [targets[i] for i in cached], [tasks[i].state for i in cached],
-                self.batch_size), strict=True):
-            result[i] = scores
-        plain = sorted(set(range(len(reqs))) - set(cached))
-        if plain:
-            pairs = [[Encoded(self._with_bos(ids[i]), t) for t in targets[i]] for i in plain]
-            prompts = [tasks[i].prompt for i in plain]
-            for i, scores in zip(plain, score_encoded(self.fm, pairs, prompts, self.batch_size), strict=True):
-                result[i] = scores
-        return result
+        """Summed log-likelihood of every label word of every request (the scoring core picks the path)."""
+        ids = [with_bos(self.fm, self._input_ids(r.text)) for r in reqs]
+        pairs = [[Encoded(x, self._target_ids(r.text[-1:], w)) for w in ws]
+                 for r, x, ws in zip(reqs, ids, words, strict=True)]
+        prompts = [self._entry(entries, r.task).prompt for r in reqs]
+        return score_encoded(self.fm, pairs, prompts, self.batch_size, self._prefixes)
 
     # ------------------------------------------------------------------------------------------- generate
 
@@ -265,97 +243,25 @@ class Engine:
     def generate(self, requests: Sequence[GenerateRequest | tuple], stop_at_newline: bool = True) -> list[str]:
         """Greedy continuations; requests may mix tasks. Tuples are (task, text) or (task, text, max_new_tokens).
 
-        The cache holds prefix + input + generated tokens throughout (PEFT #2123 dropped the prompt).
-        Stops at EOS, or a newline when `stop_at_newline`, exactly as `scoring.generate` does.
+        The scoring core's decoder on the registry's cached prefixes: stops at EOS, at a newline when
+        `stop_at_newline`, or at the request's `max_new_tokens`, exactly as `scoring.generate` does.
         """
         reqs = [r if isinstance(r, GenerateRequest) else GenerateRequest(*r) for r in requests]
         if not reqs:
             return []
-        entries = self._entries
-        tasks = [self._entry(entries, r.task) for r in reqs]
-        prompts = [e.prompt for e in tasks]
-        out: list[str] = [""] * len(reqs)
-        ids = [self._input_ids(r.text) for r in reqs]
-        if self.fm.is_seq2seq:  # the encoder must see prompt and input together: no cached prefix
-            tokens = self._generate_plain(ids, prompts, [r.max_new_tokens for r in reqs], stop_at_newline)
-            return [self.fm.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
-        states = [e.state for e in tasks]
-        for i, s in enumerate(states):
-            self._check_fits(s.length, len(ids[i]), reqs[i].max_new_tokens)
-        for chunk in split_by_length([len(x) for x in ids], self.batch_size):
-            limits = [reqs[i].max_new_tokens for i in chunk]
-            # The padded cache's slots count against a sliding window as if they were tokens: cached only
-            # when the whole padded batch, generated tokens included, fits inside it.
-            longest = max(states[i].length for i in chunk) + max(len(ids[i]) for i in chunk) + max(limits)
-            if fits_window(self.fm, longest, 0, 0):
-                tokens = self._generate_batch([ids[i] for i in chunk], [states[i] for i in chunk], limits,
-                                              stop_at_newline)
-            else:
-                tokens = self._generate_plain([ids[i] for i in chunk], [prompts[i] for i in chunk], limits,
-                                              stop_at_newline)
-            for i, t in zip(chunk, tokens, strict=True):
-                out[i] = self.fm.tokenizer.decode(t, skip_special_tokens=True).strip()
-        return out
-
-    def _generate_plain(
-        self, ids: list[list[int]], prompts: list[SoftPrompt], limits: list[int], stop_nl: bool
-    ) -> list[list[int]]:
-        """The uncached path (seq2seq; beyond a sliding window, where the model builds its own masks): one
-        call per distinct limit and batch."""
-        out: list[list[int]] = [[] for _ in ids]
-        for limit in sorted(set(limits)):
-            same = [b for b, n in enumerate(limits) if n == limit]
-            for start in range(0, len(same), self.batch_size):
-                idx = same[start: start + self.batch_size]
-                tokens = generate_ids(self.fm, [self._with_bos(ids[b]) for b in idx], [prompts[b] for b in idx], limit, stop_nl)
-                for b, t in zip(idx, tokens, strict=True):
-                    out[b] = t
-        return out
-
-    def _generate_batch(
-        self, ids: list[list[int]], states: list[PrefixState], limits: list[int], stop_nl: bool
-    ) -> list[list[int]]:
-        fm = self.fm
-        body = base_model(fm)
-        tokens, mask, positions = generate_layout(ids, [s.length for s in states], fm.tokenizer.pad_token_id)
-        cache, prefix_mask = padded_prefix_cache(fm, states)
-        attention = torch.cat([prefix_mask, mask.to(fm.device)], dim=1)
-        hidden = body(inputs_embeds=fm.embed(tokens), attention_mask=attention, position_ids=positions.to(fm.device),
-                      cache=cache, use_cache=True).last_hidden_state[:, -1]  # [B, H]: left padding, last column
-        empty = torch.tensor([not x for x in ids], device=fm.device)
-        if empty.any():  # no input tokens: the prefix's own last state predicts the first token
-            hidden = torch.where(empty[:, None], torch.cat([s.last_hidden[:, 0] for s in states]), hidden)
-        next_pos = torch.tensor([s.length + len(x) for s, x in zip(states, ids, strict=True)], device=fm.device)
-        generated: list[list[int]] = [[] for _ in ids]
-        done = [limit <= 0 for limit in limits]
-        for _ in range(max(limits, default=0)):
-            next_ids = head_logits(fm, hidden).argmax(dim=-1)  # [B]
-            for b, tok in enumerate(next_ids.tolist()):
-                if not done[b]:
-                    generated[b].append(tok)
-                    done[b] = generation_stopped(fm, generated[b], stop_nl) or len(generated[b]) >= limits[b]
-            if all(done):
-                break
-            attention = torch.cat([attention, attention.new_ones(len(ids), 1)], dim=1)
-            hidden = body(inputs_embeds=fm.embed(next_ids[:, None]), attention_mask=attention,
-                          position_ids=next_pos[:, None], cache=cache, use_cache=True).last_hidden_state[:, -1]
-            next_pos = next_pos + 1
-        return [trim_at_eos(fm, g) for g in generated]
+        entries = self._entries  # one snapshot: a concurrent reload cannot change tasks mid-call
+        prompts = [self._entry(entries, r.task).prompt for r in reqs]
+        ids = [with_bos(self.fm, self._input_ids(r.text)) for r in reqs]
+        tokens = generate_ids(self.fm, ids, prompts, [r.max_new_tokens for r in reqs], stop_at_newline,
+                              batch_size=self.batch_size, prefixes=self._prefixes)
+        return [self.fm.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
 
     # ------------------------------------------------------------------------------------------- helpers
 
     def _input_ids(self, text: str) -> list[int]:
-        """Input token ids without BOS (it sits in the cached prefix, before the prompt), cut if configured."""
-        ids = self.fm.tokenizer(text).input_ids
-        if self.fm.adds_bos and ids[:1] == [self.fm.tokenizer.bos_token_id]:
-            ids = ids[1:]
-        if self.max_input_tokens is not None:
-            ids = cut_input(ids, self.max_input_tokens)
-        return ids
-
-    def _with_bos(self, ids: list[int]) -> list[int]:
-        """Input ids as the plain (uncached) path takes them: BOS back in front, where the tokenizer puts it."""
-        return [self.fm.tokenizer.bos_token_id, *ids] if self.fm.adds_bos else ids
+        """Input token ids without BOS (it goes back in front after cutting), cut if configured."""
+        ids = strip_bos(self.fm, self.fm.tokenizer(text).input_ids)
+        return ids if self.max_input_tokens is None else cut_input(ids, self.max_input_tokens)
 
     def _target_ids(self, last_char: str, word: str) -> list[int]:
         """A label word's token ids as `scoring` tokenizes it (the leading space depends only on the input's
@@ -367,12 +273,3 @@ class Engine:
         if not ids:
             raise EngineError(f"label word {word!r} has no tokens")
         return ids
-
-    def _check_fits(self, prefix: int, n_input: int, n_target: int) -> None:
-        limit = self.fm.context_size()
-        if limit is not None and prefix + n_input + n_target > limit:
-            raise InputTooLongError(
-                f"prefix ({prefix}) + input ({n_input}) + target ({n_target}) tokens > the model's context of "
-                f"{limit}; shorten the input or set Engine(max_input_tokens=...)"
-            )
-

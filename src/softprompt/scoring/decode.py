@@ -1,0 +1,177 @@
+"""The one greedy decoder: `softprompt eval --mode generate`, ensembles and the serving engine all use it.
+
+Two ways to fill the KV cache before the first new token, then one loop (`_greedy`) one token a step:
+
+    plain   [BOS] prompt input, left-padded, in one forward (`attach_causal`): prompts need no cache
+    cached  each example's prefix state (BOS + prompt, run once per prompt, `PrefixCache`) stacked into
+            one cache (layout.py), then only the inputs run: request cost is the input's tokens, whatever P
+
+The cached fill builds its own masks, so it is taken only when the whole padded batch, generated tokens
+included, fits inside the model's attention window (Gemma-3's 512-token local layers). The prompt stays in
+the cache for every step (PEFT #2123 dropped it after the first). Seq2seq models use transformers' greedy
+loop: the encoder sees prompt + input once. Decoding stops at EOS, at a newline when asked, or at the
+request's token limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import DynamicCache
+
+from softprompt.model.attach import attach_causal, attach_encoder
+from softprompt.model.frozen import FrozenModel
+from softprompt.scoring.head import head_logits
+from softprompt.scoring.inputs import PromptSpec, pad, per_input, prompt_list, strip_bos
+from softprompt.scoring.layout import generate_layout, padded_prefix_cache, split_by_length
+from softprompt.scoring.packed import fits_window
+from softprompt.scoring.prefix import PrefixCache, PrefixState, base_model
+from softprompt.scoring.router import check_context
+
+
+@torch.no_grad()
+def generate(
+    fm: FrozenModel,
+    inputs: Sequence[str],
+    prompts: PromptSpec = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    stop_at_newline: bool = True,
+    prefixes: PrefixCache | None = None,
+) -> list[str]:
+    """Greedy continuation of each input with its prompt, as text (see `generate_ids`)."""
+    ids = [fm.tokenizer(text).input_ids for text in inputs]
+    tokens = generate_ids(fm, ids, prompts, max_new_tokens, stop_at_newline, batch_size=batch_size, prefixes=prefixes)
+    return [fm.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+
+
+@torch.no_grad()
+def generate_ids(
+    fm: FrozenModel, ids: Sequence[list[int]], prompts: PromptSpec, max_new_tokens: int | Sequence[int],
+    stop_at_newline: bool = True, *, batch_size: int | None = None, prefixes: PrefixCache | None = None,
+) -> list[list[int]]:
+    """New token ids for tokenized inputs (BOS included as the tokenizer adds it), one limit for all or each.
+
+    With `prefixes` (a cache of prompt prefix states), causal batches are grouped by length and run on the
+    cached prefixes where they fit the attention window; otherwise (and for seq2seq) in input order, plain.
+    `batch_size` None: one batch per token limit.
+    """
+    specs = per_input(prompts, len(ids))
+    rows = prompt_list(fm, specs, len(ids))
+    limits = [max_new_tokens] * len(ids) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    check_context(fm, [0 if r is None else r.shape[0] for r in rows], [len(x) for x in ids], limits, "new")
+    size = batch_size or max(1, len(ids))
+    out: list[list[int]] = [[] for _ in ids]
+    if fm.is_seq2seq or prefixes is None:
+        return _plain(fm, ids, rows, limits, stop_at_newline, size, list(range(len(ids))), out)
+    bare = [strip_bos(fm, list(x)) for x in ids]
+    has_bos = [len(b) < len(x) or not fm.adds_bos for b, x in zip(bare, ids, strict=True)]
+    for chunk in split_by_length([len(b) for b in bare], size):
+        states = [prefixes.get(specs[i]) if specs[i] is not None and has_bos[i] else None for i in chunk]
+        # The padded cache's slots count against a sliding window as if they were tokens: cached only when
+        # the whole padded batch, generated tokens included, fits inside it.
+        if all(s is not None for s in states) and fits_window(
+                fm, max(s.length for s in states) + max(len(bare[i]) for i in chunk) + max(limits[i] for i in chunk), 0, 0):
+            tokens = _greedy(fm, *_fill_cached(fm, [bare[i] for i in chunk], states), [limits[i] for i in chunk],
+                             stop_at_newline)
+            for i, t in zip(chunk, tokens, strict=True):
+                out[i] = t
+        else:
+            _plain(fm, ids, rows, limits, stop_at_newline, size, chunk, out)
+    return out
+
+
+def generation_stopped(fm: FrozenModel, tokens: list[int], stop_at_newline: bool) -> bool:
+    """Greedy decoding ends at EOS, or once the decoded text holds a newline."""
+    if tokens and tokens[-1] == fm.tokenizer.eos_token_id:
+        return True
+    return stop_at_newline and "\n" in fm.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def trim_at_eos(fm: FrozenModel, tokens: list[int]) -> list[int]:
+    """Cut at EOS; the decoded text is cut at the first newline by the caller's strip/split."""
+    if fm.tokenizer.eos_token_id in tokens:
+        tokens = tokens[: tokens.index(fm.tokenizer.eos_token_id)]
+    return tokens
+
+
+def _plain(
+    fm: FrozenModel, ids: Sequence[list[int]], rows: list[torch.Tensor | None], limits: list[int], stop_nl: bool,
+    size: int, which: list[int], out: list[list[int]],
+) -> list[list[int]]:
+    """The uncached path for inputs `which`, in order: one call per distinct limit and `size` inputs.
+    Fills `out` and returns it."""
+    for limit in sorted({limits[i] for i in which}):
+        same = [i for i in which if limits[i] == limit]
+        for start in range(0, len(same), size):
+            idx = same[start: start + size]
+            batch, prompts = [ids[i] for i in idx], [rows[i] for i in idx]
+            if fm.is_seq2seq:
+                tokens = _seq2seq(fm, batch, prompts, limit)
+            else:
+                tokens = _greedy(fm, *_fill_plain(fm, batch, prompts), [limit] * len(idx), stop_nl)
+            for i, t in zip(idx, tokens, strict=True):
+                out[i] = t
+    return out
+
+
+Filled = tuple[torch.Tensor, DynamicCache, torch.Tensor, torch.Tensor]  # last hidden [B, H], cache, mask [B, L], next position [B]
+
+
+def _fill_plain(fm: FrozenModel, ids: list[list[int]], prompts: list[torch.Tensor | None]) -> Filled:
+    """Prompt + input, left-padded so every example's last token is in the last column, in one forward."""
+    input_ids, mask = pad(ids, fm.tokenizer.pad_token_id)
+    att = attach_causal(fm.embed(input_ids), mask.to(fm.device), prompts, after_bos=fm.adds_bos, left_pad=True)
+    cache = DynamicCache(config=fm.model.config)
+    hidden = base_model(fm)(inputs_embeds=att.inputs_embeds, attention_mask=att.attention_mask,
+                            position_ids=att.position_ids, cache=cache, use_cache=True).last_hidden_state[:, -1]
+    return hidden, cache, att.attention_mask, att.position_ids[:, -1] + 1
+
+
+def _fill_cached(fm: FrozenModel, ids: list[list[int]], states: list[PrefixState]) -> Filled:
+    """Inputs (without BOS: it is in the prefix) on their stacked prefix states (layout.py), one forward."""
+    tokens, mask, positions = generate_layout(ids, [s.length for s in states], fm.tokenizer.pad_token_id)
+    cache, prefix_mask = padded_prefix_cache(fm, states)
+    attention = torch.cat([prefix_mask, mask.to(fm.device)], dim=1)
+    hidden = base_model(fm)(inputs_embeds=fm.embed(tokens), attention_mask=attention,
+                            position_ids=positions.to(fm.device), cache=cache,
+                            use_cache=True).last_hidden_state[:, -1]  # [B, H]: left padding, last column
+    empty = torch.tensor([not x for x in ids], device=fm.device)
+    if empty.any():  # no input tokens: the prefix's own last state predicts the first token
+        hidden = torch.where(empty[:, None], torch.cat([s.last_hidden[:, 0] for s in states]), hidden)
+    next_pos = torch.tensor([s.length + len(x) for s, x in zip(states, ids, strict=True)], device=fm.device)
+    return hidden, cache, attention, next_pos
+
+
+def _greedy(
+    fm: FrozenModel, hidden: torch.Tensor, cache: DynamicCache, attention: torch.Tensor, next_pos: torch.Tensor,
+    limits: list[int], stop_nl: bool,
+) -> list[list[int]]:
+    """From a filled cache: argmax, feed it back, until every example stopped or reached its limit."""
+    generated: list[list[int]] = [[] for _ in limits]
+    done = [limit <= 0 for limit in limits]
+    for _ in range(max(limits, default=0)):
+        next_ids = head_logits(fm, hidden).argmax(dim=-1)  # [B]
+        for b, tok in enumerate(next_ids.tolist()):
+            if not done[b]:
+                generated[b].append(tok)
+                done[b] = generation_stopped(fm, generated[b], stop_nl) or len(generated[b]) >= limits[b]
+        if all(done):
+            break
+        attention = torch.cat([attention, attention.new_ones(len(limits), 1)], dim=1)
+        hidden = base_model(fm)(inputs_embeds=fm.embed(next_ids[:, None]), attention_mask=attention,
+                                position_ids=next_pos[:, None], cache=cache, use_cache=True).last_hidden_state[:, -1]
+        next_pos = next_pos + 1
+    return [trim_at_eos(fm, g) for g in generated]
+
+
+def _seq2seq(fm: FrozenModel, ids: list[list[int]], prompts: list[torch.Tensor | None], max_new: int) -> list[list[int]]:
+    """Encoder sees prompt + input once; transformers' greedy decoder loop reuses its output."""
+    input_ids, mask = pad(ids, fm.tokenizer.pad_token_id)
+    att = attach_encoder(fm.embed(input_ids), mask.to(fm.device), prompts)
+    seqs = fm.model.generate(
+        inputs_embeds=att.inputs_embeds, attention_mask=att.attention_mask, max_new_tokens=max_new,
+        do_sample=False, num_beams=1,
+    )
+    return [trim_at_eos(fm, [t for t in row.tolist() if t != fm.tokenizer.pad_token_id]) for row in seqs]
