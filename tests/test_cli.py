@@ -11,7 +11,10 @@ import pytest
 from tiny import tiny_causal
 
 from softprompt import __version__
+from softprompt.cli import main
+from softprompt.errors import SoftpromptError
 from softprompt.model.prompt import SoftPrompt
+from softprompt.training.loop import TrainingError
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -71,3 +74,23 @@ def test_user_errors_are_one_line_without_traceback(model_dir, args, message):
     result = run(*[a.replace("{model}", str(model_dir)) for a in args])
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+class _PluginError(SoftpromptError):
+    """Defined outside the package: main must go by the class, not by the module the class lives in."""
+
+
+@pytest.mark.parametrize("error", [_PluginError("the plugin broke: fix X"), TrainingError("loss is NaN at step 3")])
+def test_softprompt_errors_from_a_command_are_one_line_exit_2(monkeypatch, capsys, error):
+    import softprompt.interop.vllm as vllm
+
+    def fail(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr(vllm, "export_vllm", fail)
+    monkeypatch.setattr(sys, "argv", ["softprompt", "export-vllm", "p.safetensors", "out.safetensors"])
+    with pytest.raises(SystemExit) as done:  # a re-raised error would fail here instead
+        main()
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {error}\n" and "Traceback" not in err

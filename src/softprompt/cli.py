@@ -1,7 +1,8 @@
 """The `softprompt` command: thin — each subcommand parses flags, makes one library call, prints.
 
 Heavy imports (torch, transformers) happen inside commands so `softprompt --help` answers at once.
-Errors raised by softprompt's own modules are user errors: printed as one clear line, exit code 2.
+Every `softprompt.errors.SoftpromptError` (bad input, or a run that cannot go on) is printed as one line,
+exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Annotated
 import typer
 
 from softprompt import __version__
+from softprompt.errors import SoftpromptError
 
 app = typer.Typer(
     help="Prompt tuning on a frozen language model: train a few-KB soft prompt per task, evaluate, serve.",
@@ -446,13 +448,13 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as err:  # noqa: BLE001 — only our own, expected failures are shown without traceback
+    except SoftpromptError as err:  # our own, expected failures: one line, no traceback
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except Exception as err:  # noqa: BLE001 — a bad command line is shown by click; anything else is a bug
         if isinstance(err, _usage_error_types()):
             err.show()
             sys.exit(err.exit_code)
-        if type(err).__module__.startswith("softprompt."):
-            typer.echo(f"error: {err}", err=True)
-            sys.exit(2)
         raise
 
 

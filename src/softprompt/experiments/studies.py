@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from softprompt.errors import UsageError
+
 
 class Kind(StrEnum):
     """What a variant runs."""
@@ -53,7 +55,7 @@ QUICK_BUDGET = {"steps": 2, "batch_size": 4, "eval_every": 0, "eval_limit": 8, "
 QUICK_KNOBS = {"k": 2, "shots": 1}
 
 
-class StudyError(ValueError):
+class StudyError(UsageError):
     """A study file that cannot be read or expanded; the message names the file and the key."""
 
 

@@ -30,6 +30,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from softprompt.errors import UsageError
 from softprompt.model.frozen import FrozenModel, embedding_fingerprint
 
 DEFAULT_NAMES = ("default", "smollm2-135m")
@@ -48,7 +49,7 @@ VALID_FORMS = (
 _LOAD_ERRORS = (Exception,)
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(UsageError):
     """A model could not be loaded; the message says what was wrong and what to do."""
 
 

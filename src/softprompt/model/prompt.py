@@ -16,13 +16,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from softprompt import __version__
+from softprompt.errors import UsageError
 from softprompt.files import atomic_write
 from softprompt.model.frozen import FrozenModel
 
 TENSOR_NAME = "prompt_embeddings"
 
 
-class PromptFileError(Exception):
+class PromptFileError(UsageError):
     """A prompt file is missing, corrupt, or does not fit the model it is loaded onto."""
 
 
@@ -39,7 +40,7 @@ class SoftPrompt(nn.Module):
     def __init__(self, embeddings: torch.Tensor, metadata: dict[str, Any] | None = None) -> None:
         super().__init__()
         if embeddings.dim() != 2:
-            raise ValueError(f"a soft prompt is a [P, H] matrix; got shape {tuple(embeddings.shape)}")
+            raise UsageError(f"a soft prompt is a [P, H] matrix; got shape {tuple(embeddings.shape)}")
         self.embeddings = nn.Parameter(embeddings.detach().to(torch.float32).clone())
         self.metadata: dict[str, Any] = dict(metadata or {})
 

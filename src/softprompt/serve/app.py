@@ -44,6 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from softprompt import __version__
+from softprompt.errors import SoftpromptError, UsageError
 from softprompt.scoring import InputTooLongError
 from softprompt.serve.batcher import Batcher, Job, QueueFull, QueueTimeout
 from softprompt.serve.engine import ClassifyRequest, Engine, EngineError, GenerateRequest
@@ -85,7 +86,7 @@ class ServeSettings:
             raise ServeSettingsError(f"server settings must be positive (waits: >= 0); got {', '.join(bad)}")
 
 
-class ServeSettingsError(ValueError):
+class ServeSettingsError(UsageError):
     """A limit or batching setting that cannot work (the message shows the values)."""
 
 
@@ -183,7 +184,7 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-class ApiError(Exception):
+class ApiError(SoftpromptError):
     """An error answered as JSON with `status`; `limit` names the setting that was exceeded."""
 
     def __init__(self, status: int, type_: str, message: str, *, limit: str | None = None,

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from softprompt.errors import SoftpromptError
 from softprompt.serve.engine import ClassifyRequest, Engine, GenerateRequest
 
 log = logging.getLogger("softprompt.serve")
@@ -36,11 +37,11 @@ log = logging.getLogger("softprompt.serve")
 Kind = Literal["classify", "generate"]
 
 
-class QueueTimeout(Exception):
+class QueueTimeout(SoftpromptError):
     """The job waited longer than `queue_timeout_s` before a worker took it."""
 
 
-class QueueFull(Exception):
+class QueueFull(SoftpromptError):
     """Too many examples are already waiting."""
 
 

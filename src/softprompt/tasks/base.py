@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from softprompt.errors import UsageError
 from softprompt.tasks.data import HubSource, Source, load_records
 
 
@@ -28,7 +29,7 @@ class Mode(StrEnum):
     GENERATE = "generate"  # greedy decoding, compared with the gold text
 
 
-class TaskError(ValueError):
+class TaskError(UsageError):
     """A task cannot be built or used as asked (unknown name or split, wrong mode)."""
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from softprompt.errors import UsageError
 from softprompt.tasks.base import Example, Mode, Task, TaskError, choice_example
 from softprompt.tasks.data import Source, read_source
 
@@ -167,7 +168,7 @@ class CustomTask(Task):
         return out
 
 
-class _RowError(ValueError):
+class _RowError(UsageError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from softprompt.errors import UsageError
+
 ENV_VAR = "SOFTPROMPT_DATA"
 NO_HUB_ENV = "SOFTPROMPT_NO_HUB"  # set to 1 to never try the hub (tests, air-gapped machines)
 DEFAULT_RELATIVE = Path("..") / "shared" / "data"
@@ -29,7 +31,7 @@ DEFAULT_RELATIVE = Path("..") / "shared" / "data"
 Record = dict[str, Any]
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(UsageError, FileNotFoundError):
     """Neither the files nor the hub could provide a task's split; the message says how to fix it."""
 
 

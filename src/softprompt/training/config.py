@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from softprompt.errors import UsageError
 from softprompt.files import atomic_write
 from softprompt.model.attention import KERNELS
 
@@ -39,7 +40,7 @@ class Loss(StrEnum):
     RANK = "rank"  # softmax over the label words only (classification tasks)
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A configuration value or combination that cannot work; the message names it."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from softprompt.errors import UsageError
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import SoftPrompt
 
@@ -27,7 +28,7 @@ class InitStrategy(StrEnum):
     FILE = "file"
 
 
-class InitError(ValueError):
+class InitError(UsageError):
     """A strategy got options that cannot work together (the message shows the values)."""
 
 

@@ -33,7 +33,7 @@ from softprompt.training.init import make_prompt
 from softprompt.training.optimizers import make_optimizer, set_lr
 
 
-class TrainingError(RuntimeError):
+class TrainingError(__import__("softprompt.errors").errors.SoftpromptError, RuntimeError):
     """The run cannot go on (diverged, no data); the message says what to change."""
 
 
