@@ -10,6 +10,7 @@ import torch
 import yaml
 from tiny import tiny_causal, tiny_seq2seq
 
+import softprompt.training.ensemble
 import softprompt.training.loop
 from softprompt.evaluation.ensemble import (
     evaluate_ensemble,
@@ -17,12 +18,12 @@ from softprompt.evaluation.ensemble import (
     majority_vote_text,
     mean_probability,
     run_ensemble,
-    train_ensemble,
 )
 from softprompt.evaluation.evaluate import evaluate
 from softprompt.tasks import Mode, Task
 from softprompt.tasks.base import choice_example
 from softprompt.training.config import TrainConfig
+from softprompt.training.ensemble import train_ensemble
 from softprompt.training.init import make_prompt
 
 WORDS = ["the", "walk"]
@@ -88,7 +89,7 @@ def test_train_ensemble_runs_k_seeds_into_member_dirs(tmp_path, monkeypatch):
         path = Path(cfg.out) / "prompt.safetensors"
         return softprompt.training.loop.TrainResult(0.5 + cfg.seed / 10, 10, 10, 1.0, path, Path(cfg.out))
 
-    monkeypatch.setattr(softprompt.training.loop, "train", fake_train)
+    monkeypatch.setattr(softprompt.training.ensemble, "train", fake_train)
     cfg = TrainConfig(task="sst2", seed=3, steps=5)
     paths = train_ensemble(cfg, 3, tmp_path, inits=["class-labels", "sampled-vocab", "random-uniform"])
     assert [c.seed for c in seen] == [3, 4, 5]

@@ -321,7 +321,8 @@ def run_majority(variant: Variant, layout: Layout, models: ModelCache, data_dir:
 
 
 def run_ensemble(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
-    from softprompt.evaluation.ensemble import evaluate_ensemble, train_ensemble
+    from softprompt.evaluation.ensemble import evaluate_ensemble
+    from softprompt.training.ensemble import train_ensemble
     from softprompt.tasks import get_task
 
     fm = models.get(variant.model)

@@ -20,6 +20,7 @@ from typing import Any
 
 from softprompt.errors import UsageError
 from softprompt.tasks.data import HubSource, Source, load_records
+from softprompt.tasks.metrics import compute
 
 
 class Mode(StrEnum):
@@ -118,8 +119,6 @@ class Task:
 
     def compute_metrics(self, predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
         """Score predicted target strings against the examples' gold targets."""
-        from softprompt.tasks.metrics import compute
-
         if len(predictions) != len(examples):
             raise TaskError(f"{len(predictions)} predictions for {len(examples)} examples")
         result = compute(self.metric_names, list(predictions), list(examples), positive=self.positive)
