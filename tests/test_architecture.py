@@ -155,3 +155,17 @@ def test_the_checks_catch_what_they_are_for(tmp_path, edge):
         assert find_cycle(graph) is None
         upward = upward_imports(graph)
         assert upward and all(u.startswith("softprompt.model.a:1 imports softprompt.scoring") for u in upward), upward
+
+
+def test_the_public_api_resolves_lazily():
+    """Every name `softprompt` exports resolves to its object, and `import softprompt` alone loads no torch."""
+    import subprocess
+    import sys
+
+    import softprompt
+
+    for name in softprompt.__all__:
+        assert getattr(softprompt, name) is not None, name
+    loaded = subprocess.run([sys.executable, "-c", "import sys, softprompt; print('torch' in sys.modules)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "False"
