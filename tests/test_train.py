@@ -13,8 +13,8 @@ import torch
 from tiny import tiny_causal
 
 from softprompt.model.prompt import SoftPrompt
-from softprompt.scoring.logprobs import Encoded
-from softprompt.tasks.base import choice_example
+from softprompt.scoring import Encoded
+from softprompt.tasks.base import Mode, Task, choice_example
 from softprompt.training.config import ConfigError, TrainConfig
 from softprompt.training.loop import Row, TrainingError, encode_rows, step_loss, train
 
@@ -46,6 +46,27 @@ def test_training_lowers_the_loss_and_writes_its_files(tmp_path):
     assert best.metadata["label_words"] and best.metadata["train_config"]["task"] == "sst2"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps_done"] == 12 and summary["trainable_parameters"] == 4 * fm.hidden_size
+
+
+def test_train_on_injected_examples_needs_no_benchmark_files(tmp_path):
+    """A task and its examples passed in: no data dir, no task registry lookup; 3 steps on the tiny model."""
+    texts = ["the movie was great", "a terrible film , boring", "what a wonderful cast", "dull and far too long"]
+    examples = [choice_example(t, ["the", "a"], i % 2) for i, t in enumerate(texts * 2)]
+    task = Task(name="tiny-choice", label_words=["the", "a"], default_mode=Mode.RANK, main_metric="accuracy",
+                metric_names=("accuracy",), files={}, formatter=lambda record: [])  # no files to read
+    cfg = TrainConfig(task="tiny-choice", prompt_length=4, batch_size=4, steps=3, eval_every=3, lr=0.3,
+                      out=str(tmp_path / "run"), init="random-uniform", seed=1, data_dir=str(tmp_path / "no-data"))
+    seen = []
+    fm = tiny_causal()
+    result = train(cfg, fm=fm, progress=False, task=task, train_examples=examples, eval_examples=examples[:4],
+                   on_step=lambda state: seen.append(state.step))
+    assert seen == [1, 2, 3] and result.steps_done == 3 and result.best_step == 3
+    assert {"prompt.safetensors", "last.safetensors", "init.safetensors", "metrics.jsonl", "config.yaml",
+            "summary.json", "checkpoint.safetensors"} <= {p.name for p in result.out_dir.iterdir()}
+    init = SoftPrompt.load(result.out_dir / "init.safetensors", model=fm).embeddings
+    assert not torch.equal(init, SoftPrompt.load(result.out_dir / "last.safetensors").embeddings)  # it trained
+    summary = json.loads((result.out_dir / "summary.json").read_text())
+    assert summary["task"] == "tiny-choice" and summary["train_examples"] == 8
 
 
 @needs_data
@@ -111,13 +132,18 @@ def test_bad_configs_are_refused_with_the_values():
 
 
 KILL_SCRIPT = """
-import sys
+import os, signal, sys
 sys.path.insert(0, {tests!r})
 from tiny import tiny_causal
 from softprompt.training.config import TrainConfig
 from softprompt.training.loop import train
+def kill_at(step):
+    def on_step(state):
+        if state.step == step:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final checkpoint: as a crash or OOM kill
+    return on_step if step else None
 cfg = TrainConfig.from_sources({config!r})
-train(cfg, fm=tiny_causal(), resume={resume}, progress=False)
+train(cfg, fm=tiny_causal(), resume={resume}, progress=False, on_step=kill_at({kill_at}))
 """
 
 
@@ -135,12 +161,12 @@ def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path, recipe):
     cfg = config(tmp_path / "killed", steps=10, checkpoint_every=2, **recipe)
     Path(cfg.out).mkdir(parents=True)
     cfg.save(Path(cfg.out) / "config.yaml")
-    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), config=str(Path(cfg.out) / "config.yaml"), resume="{}")
-    env = {**os.environ, "SOFTPROMPT_KILL_AT_STEP": "5"}
-    killed = subprocess.run([sys.executable, "-c", script.format("False")], env=env, capture_output=True)
+    script = dict(tests=str(Path(__file__).parent), config=str(Path(cfg.out) / "config.yaml"))
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT.format(**script, resume=False, kill_at=5)],
+                            capture_output=True)
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
-    env.pop("SOFTPROMPT_KILL_AT_STEP")
-    resumed = subprocess.run([sys.executable, "-c", script.format("True")], env=env, capture_output=True)
+    resumed = subprocess.run([sys.executable, "-c", KILL_SCRIPT.format(**script, resume=True, kill_at=0)],
+                             capture_output=True)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     a = SoftPrompt.load(straight.out_dir / "last.safetensors").embeddings
     b = SoftPrompt.load(Path(cfg.out) / "last.safetensors").embeddings
@@ -194,7 +220,7 @@ def test_a_resumed_run_counts_the_time_spent_before_its_checkpoint(tmp_path):
 
 @needs_data
 def test_min_input_tokens_trains_on_the_longer_examples_only(tmp_path):
-    from softprompt.scoring.logprobs import encode_pair
+    from softprompt.scoring import encode_pair
     from softprompt.tasks import get_task
     from softprompt.training.loop import encode_rows
 
