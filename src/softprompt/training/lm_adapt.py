@@ -185,9 +185,7 @@ def lm_adapt(
     for param in params:
         param.requires_grad_(True)
     fm.model.train(False)
-    rate = lr if lr is not None else (1e-3 if optimizer == "adafactor" else 1e-4)
-    opt = (torch.optim.Adafactor(params, lr=rate) if optimizer == "adafactor"
-           else torch.optim.AdamW(params, lr=rate, weight_decay=0.0))
+    opt, rate = _make_optimizer(params, optimizer, lr)
     device_type = fm.device.type
     autocast = device_type == "cuda" or (device_type == "cpu" and cpu_supports_bf16())
     gen = torch.Generator().manual_seed(seed)
@@ -197,11 +195,7 @@ def lm_adapt(
     eos = fm.tokenizer.eos_token_id
     try:
         for step in range(1, steps + 1):
-            picked = []
-            while len(picked) < batch_size:
-                if not order:
-                    order = torch.randperm(len(docs), generator=gen).tolist()
-                picked.append(order.pop())
+            picked = _next_batch(order, len(docs), batch_size, gen)
             pairs = [split_example(docs[i], max_tokens, gen, eos) for i in picked]
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
@@ -226,6 +220,25 @@ def lm_adapt(
                    batch_size=batch_size, max_tokens=max_tokens, seed=seed)
     _save(fm, out, summary)
     return result
+
+
+def _make_optimizer(params: list[torch.Tensor], optimizer: str, lr: float | None) -> tuple[torch.optim.Optimizer, float]:
+    """(the optimizer, its lr): Adafactor at T5's 1e-3, or AdamW at 1e-4, unless `lr` is given."""
+    rate = lr if lr is not None else (1e-3 if optimizer == "adafactor" else 1e-4)
+    if optimizer == "adafactor":
+        return torch.optim.Adafactor(params, lr=rate), rate
+    return torch.optim.AdamW(params, lr=rate, weight_decay=0.0), rate
+
+
+def _next_batch(order: list[int], n_docs: int, batch_size: int, gen: torch.Generator) -> list[int]:
+    """The next `batch_size` document indices, popped from `order` (refilled with a fresh seeded shuffle when
+    empty, in place): every document is seen once per pass, and one seed always gives the same batches."""
+    picked = []
+    while len(picked) < batch_size:
+        if not order:
+            order.extend(torch.randperm(n_docs, generator=gen).tolist())
+        picked.append(order.pop())
+    return picked
 
 
 def _save(fm: FrozenModel, out: Path, summary: dict[str, Any]) -> None:
