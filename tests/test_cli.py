@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer.main
 from tiny import tiny_causal
+from typer.testing import CliRunner
 
-from softprompt import __version__
+from softprompt import __version__, cli
 from softprompt.cli import main
 from softprompt.errors import SoftpromptError
 from softprompt.model.prompt import SoftPrompt
+from softprompt.training.config import Optimizer, TrainConfig
+from softprompt.training.fields import config_fields
 from softprompt.training.loop import TrainingError
 
 
@@ -94,3 +101,100 @@ def test_softprompt_errors_from_a_command_are_one_line_exit_2(monkeypatch, capsy
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert err == f"error: {error}\n" and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- train / ensemble flags from TrainConfig
+
+
+def _options(command: str) -> dict[str, Any]:
+    return {p.name: p for p in typer.main.get_command(cli.app).commands[command].params}
+
+
+def _kind(option: Any) -> Any:
+    """An option's value type; an enum's values (each command gets its own enum class)."""
+    kind = option.type_descriptor.annotation
+    return [m.value for m in kind] if isinstance(kind, type) and issubclass(kind, Enum) else kind
+
+
+def test_every_train_config_field_is_a_train_flag_with_its_docstring_as_help():
+    options, docs = _options("train"), {f.name: f.doc for f in config_fields()}
+    assert set(docs) == {f.name for f in dataclasses.fields(TrainConfig)}
+    for field in dataclasses.fields(TrainConfig):
+        option = options[field.name]
+        assert option.opts[0] == cli.FLAG_ALIASES.get(field.name, (f"--{field.name.replace('_', '-')}",))[0]
+        assert option.help == docs[field.name] and option.default is None
+    # Every flag name and form the hand-written options had (README commands included) is still there.
+    flags = {opt for p in options.values() for opt in (*p.opts, *p.secondary_opts)}
+    assert flags >= {
+        "--task", "--task-file", "--model", "-m", "--prompt-length", "-p", "--init", "--optimizer", "--lr",
+        "--lr-schedule", "--attention", "--batch-size", "--grad-accum", "--steps", "--eval-every", "--eval-limit",
+        "--patience", "--seed", "--method", "--loss", "--train-limit", "--min-input-tokens", "--max-minutes",
+        "--target-sentinel", "--no-target-sentinel", "--data-dir", "--config", "--resume", "--out", "-o",
+        "--init-text", "--init-file", "--weight-decay", "--beta2-decay", "--eval-batch-size", "--checkpoint-every",
+        "--max-input-tokens", "--threads",
+    }
+    assert _kind(options["optimizer"]) == ["adafactor", "adamw"] and _kind(options["steps"]) is int
+
+
+def test_train_and_ensemble_share_identical_config_options():
+    train, ensemble = _options("train"), _options("ensemble")
+    shared = {f.name for f in config_fields()} - {"out"}  # ensemble's --out is its own (a folder of members)
+    assert shared <= set(ensemble)
+
+    def form(p: Any) -> tuple:
+        return p.opts, p.secondary_opts, p.help, p.default, _kind(p)
+
+    assert {n: form(train[n]) for n in shared} == {n: form(ensemble[n]) for n in shared}
+    assert {"k", "inits", "config", "out"} <= set(ensemble)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture()
+def parsed(monkeypatch) -> list:
+    """Run a command in-process up to its TrainConfig, which is recorded; the training never starts."""
+    seen: list = []
+    real = cli.train_config
+
+    def spy(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        raise _Stop
+
+    monkeypatch.setattr(cli, "train_config", spy)
+    return seen
+
+
+def _invoke(*args: str) -> Any:
+    return CliRunner().invoke(cli.app, list(args))
+
+
+def test_new_flags_reach_the_config_and_override_the_yaml(parsed, tmp_path):
+    (tmp_path / "c.yaml").write_text("task: rte\nsteps: 7\nweight_decay: 0.5\nthreads: 4\n")
+    result = _invoke("train", "--config", str(tmp_path / "c.yaml"), "--weight-decay", "0.01", "--threads", "1",
+                     "--optimizer", "adamw", "--no-target-sentinel", "--checkpoint-every", "5", "-p", "8")
+    assert isinstance(result.exception, _Stop), result.output
+    cfg = parsed[0]
+    assert (cfg.task, cfg.steps, cfg.weight_decay, cfg.threads, cfg.checkpoint_every, cfg.prompt_length) == (
+        "rte", 7, 0.01, 1, 5, 8)
+    assert cfg.optimizer is Optimizer.ADAMW and cfg.target_sentinel is False and cfg.out == "runs/latest"
+    result = _invoke("ensemble", "--task", "sst2", "--eval-batch-size", "3", "--init-text", "good bad",
+                     "--max-input-tokens", "64", "--out", str(tmp_path / "ens"))
+    assert isinstance(result.exception, _Stop), result.output
+    cfg = parsed[1]
+    assert (cfg.eval_batch_size, cfg.init_text, cfg.max_input_tokens, cfg.out) == (3, "good bad", 64, str(tmp_path / "ens"))
+
+
+def test_resume_reads_the_runs_config_and_keeps_its_out(parsed, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("task: sst2\nsteps: 10\nout: elsewhere\n")
+    result = _invoke("train", "--resume", str(run_dir), "--steps", "20")
+    assert isinstance(result.exception, _Stop), result.output
+    assert (parsed[0].task, parsed[0].steps, parsed[0].out) == ("sst2", 20, str(run_dir))
+
+
+def test_a_bad_choice_is_a_usage_error():
+    result = _invoke("train", "--task", "sst2", "--optimizer", "sgd")
+    assert result.exit_code == 2 and "Invalid value for '--optimizer'" in result.output

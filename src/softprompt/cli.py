@@ -7,15 +7,22 @@ exit code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
+from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from softprompt import __version__
 from softprompt.errors import SoftpromptError
+from softprompt.training.fields import ConfigField, config_fields
+
+if TYPE_CHECKING:
+    from softprompt.training.config import TrainConfig
 
 app = typer.Typer(
     help="Prompt tuning on a frozen language model: train a few-KB soft prompt per task, evaluate, serve.",
@@ -42,6 +49,41 @@ def main_options(
 
 def _echo_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
+
+
+FLAG_ALIASES = {"model": ("--model", "-m"), "prompt_length": ("--prompt-length", "-p"), "out": ("--out", "-o")}  # not --field-name
+
+
+def _field_option(field: ConfigField) -> inspect.Parameter:
+    decls = FLAG_ALIASES.get(field.name, (f"--{field.name.replace('_', '-')}",))
+    if field.type is bool:
+        decls = (f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:])
+    kind = Enum(field.name, {v: v for v in field.choices}, type=str) if field.choices else field.type
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[kind | None, typer.Option(*decls, help=field.doc)])
+
+
+def _config_options(skip: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """After a command's own options, one per TrainConfig field not in `skip` (None: not given), in **flags."""
+
+    def add(command: Callable) -> Callable:
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in inspect.signature(command, eval_str=True)
+               .parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        command.__signature__ = inspect.Signature(own + [_field_option(f) for f in config_fields() if f.name not in skip])
+        return command
+
+    return add
+
+
+def train_config(config: Path | None, flags: dict[str, Any], resume: Path | None = None) -> TrainConfig:
+    """Flags -> TrainConfig: the YAML config (--resume: by default the run's), then given flags; --resume sets out."""
+    from softprompt.training.config import TrainConfig
+
+    values = {name: value.value if isinstance(value, Enum) else value for name, value in flags.items()}
+    if resume is not None:
+        config = config or resume / "config.yaml"
+        values["out"] = str(resume)
+    return TrainConfig.from_sources(config, **values)
 
 
 @app.command()
@@ -126,35 +168,11 @@ def import_peft(
 
 
 @app.command()
+@_config_options()
 def train(
-    task: Annotated[str | None, typer.Option(help="Built-in task (sst2, rte, boolq, ...).")] = None,
-    task_file: Annotated[Path | None, typer.Option(help="User task YAML file.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Base model (default: SmolLM2-135M).")] = None,
-    prompt_length: Annotated[int | None, typer.Option("--prompt-length", "-p", help="P (paper: 100).")] = None,
-    init_strategy: Annotated[str | None, typer.Option("--init", help="class-labels (paper) | sampled-vocab | random-uniform | text | file")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adafactor (paper) | adamw")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (paper: 0.3 with Adafactor).")] = None,
-    lr_schedule: Annotated[str | None, typer.Option(help="constant (paper) | linear (to 0 at --steps)")] = None,
-    attention: Annotated[str | None, typer.Option(help="CPU training attention: split (default: SDPA forward, fast matmul backward) | sdpa | eager")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Examples per step (paper: 32).")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps.")] = None,
-    eval_limit: Annotated[int | None, typer.Option(help="Validation examples per evaluation.")] = None,
-    patience: Annotated[int | None, typer.Option(help="Early-stopping patience, in evaluations.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
-    method: Annotated[str | None, typer.Option(help="prompt-tuning | model-tuning")] = None,
-    loss: Annotated[str | None, typer.Option(help="ce (paper) | rank")] = None,
-    train_limit: Annotated[int | None, typer.Option(help="Use only N training examples.")] = None,
-    min_input_tokens: Annotated[int | None, typer.Option(help="Train only on inputs of at least N tokens (e.g. SST-2's sentences, not its phrases).")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop after this much wall time (evaluates first); a --resume run counts the time before its checkpoint.")] = None,
-    target_sentinel: Annotated[bool | None, typer.Option(
-        "--target-sentinel/--no-target-sentinel",
-        help="Span-corruption T5 checkpoints: targets start with <extra_id_0> (paper §3.2).")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config; flags override it.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this output dir.")] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Output dir.")] = None,
+    **flags: Any,
 ) -> None:
     """Train a soft prompt (or, with --method model-tuning, the whole model).
 
@@ -162,22 +180,9 @@ def train(
 
     Resume after an interruption: softprompt train --resume runs/sst2
     """
-    from softprompt.training.config import TrainConfig
     from softprompt.training.loop import train as run
 
-    flags = dict(
-        task=task, task_file=str(task_file) if task_file else None, model=model, prompt_length=prompt_length,
-        init=init_strategy, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule, attention=attention,
-        batch_size=batch_size, grad_accum=grad_accum, steps=steps,
-        eval_every=eval_every, eval_limit=eval_limit, patience=patience, seed=seed, method=method, loss=loss,
-        train_limit=train_limit, min_input_tokens=min_input_tokens, max_minutes=max_minutes, data_dir=data_dir, out=out,
-        target_sentinel=target_sentinel,
-    )
-    if resume is not None:
-        config = config or resume / "config.yaml"
-        flags["out"] = str(resume)
-    cfg = TrainConfig.from_sources(config, **flags)
-    result = run(cfg, resume=resume is not None)
+    result = run(train_config(config, flags, resume), resume=resume is not None)
     typer.echo(json.dumps({"best_metric": result.best_metric, "best_step": result.best_step,
                            "steps": result.steps_done, "wall_seconds": result.wall_seconds,
                            "prompt": str(result.prompt_path)}, indent=2))
@@ -316,26 +321,13 @@ def neighbors(
 
 
 @app.command()
+@_config_options(skip=("out",))
 def ensemble(
-    task: Annotated[str | None, typer.Option(help="Built-in task (sst2, rte, boolq, ...).")] = None,
-    task_file: Annotated[Path | None, typer.Option(help="User task YAML file.")] = None,
     k: Annotated[int, typer.Option("--k", help="Number of prompts (paper: 5).")] = 5,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output dir: member-0/ ... member-{k-1}/, ensemble.json.")] = Path("runs/ensemble"),
     inits: Annotated[str | None, typer.Option(help="Comma-separated init per member (default: --init for all).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Base model (default: SmolLM2-135M).")] = None,
-    prompt_length: Annotated[int | None, typer.Option("--prompt-length", "-p", help="P (paper: 100).")] = None,
-    init_strategy: Annotated[str | None, typer.Option("--init", help="class-labels (paper) | sampled-vocab | random-uniform")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (paper: 0.3 with Adafactor).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Examples per step (paper: 32).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps per member.")] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps.")] = None,
-    eval_limit: Annotated[int | None, typer.Option(help="Validation examples per evaluation.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of member 0; member i uses seed + i.")] = None,
-    train_limit: Annotated[int | None, typer.Option(help="Use only N training examples.")] = None,
-    min_input_tokens: Annotated[int | None, typer.Option(help="Train only on inputs of at least N tokens (e.g. SST-2's sentences, not its phrases).")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop each member after this much wall time (evaluates first).")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Benchmark data dir (else $SOFTPROMPT_DATA).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config; flags override it.")] = None,
+    **flags: Any,
 ) -> None:
     """Train K prompts (seeds seed..seed+K-1), then evaluate them and their ensembles in one pass.
 
@@ -343,16 +335,12 @@ def ensemble(
 
     Evaluate again later: softprompt eval --task rte --prompt runs/rte-ens/member-0/prompt.safetensors --prompt ...
     """
-    from softprompt.evaluation.ensemble import evaluate_ensemble, format_ensemble, train_ensemble
+    from softprompt.evaluation.ensemble import evaluate_ensemble, format_ensemble
     from softprompt.model.loading import load_model
     from softprompt.tasks import resolve_task
-    from softprompt.training.config import TrainConfig
+    from softprompt.training.ensemble import train_ensemble
 
-    flags = dict(task=task, task_file=str(task_file) if task_file else None, model=model, prompt_length=prompt_length,
-                 init=init_strategy, lr=lr, batch_size=batch_size, steps=steps, eval_every=eval_every,
-                 eval_limit=eval_limit, seed=seed, train_limit=train_limit, min_input_tokens=min_input_tokens,
-                 max_minutes=max_minutes, data_dir=data_dir, out=str(out))
-    cfg = TrainConfig.from_sources(config, **flags)
+    cfg = train_config(config, {**flags, "out": str(out)})
     init_list = [s.strip() for s in inits.split(",")] if inits else None
     fm = load_model(cfg.model)
     paths = train_ensemble(cfg, k, out, inits=init_list, fm=fm)
@@ -420,11 +408,9 @@ _add_experiments()
 
 
 def _usage_error_types() -> tuple[type[Exception], ...]:
-    """The exception classes a bad command line raises (unknown command, bad option value).
-
-    typer >= 0.2x raises its vendored copy of click (typer._click), older typer raises click's own;
-    matching only click's let every typo end in a traceback.
-    """
+    """The exception classes a bad command line raises (unknown command, bad option value): typer >= 0.2x
+    raises its vendored copy of click (typer._click), older typer click's own; matching only click's let every
+    typo end in a traceback."""
     import importlib
 
     found: list[type[Exception]] = []
