@@ -242,3 +242,42 @@ def test_packed_rows_score_as_one_request_per_row(monkeypatch):
     apart = engine.score(texts)
     torch.testing.assert_close(torch.tensor([x for r in packed for x in r]),
                                torch.tensor([x for r in apart for x in r]), atol=1e-4, rtol=0)
+
+
+def test_one_bad_file_in_a_rescan_does_not_stop_the_others(tmp_path):
+    """A file that fails with another error than PromptFileError (a rank-1 tensor) is skipped with its reason,
+    and a good file in the same scan is served (the scan used to abort, the good file then counted as seen)."""
+    from safetensors.torch import save_file
+
+    fm = tiny_causal()
+    engine = Engine(fm, tmp_path)
+    make_prompt(fm, 3, "random-uniform", seed=1).save(tmp_path / "aaa_new.safetensors")
+    save_file({"prompt_embeddings": torch.randn(fm.hidden_size)}, str(tmp_path / "zzz_bad.safetensors"))
+    report = engine.reload()
+    assert report.loaded == ["aaa_new"] and "aaa_new" in engine.tasks
+    assert "zzz_bad.safetensors" in engine.skipped and "zzz_bad.safetensors" in report.skipped
+    assert engine.score([("aaa_new", "the movie", ["good", "bad"])])  # served
+
+
+def test_prefix_cache_runs_each_prompt_once_and_scores_as_without_it(monkeypatch):
+    """The registry's PrefixCache: one prefix run per prompt object across calls, dropped by `retain`, and
+    the scores with a long-lived cache equal those of a fresh one per call."""
+    import softprompt.scoring.prefix as prefix
+    from softprompt.scoring import PrefixCache
+
+    fm = tiny_causal()
+    a, b = make_prompt(fm, 3, "random-uniform", seed=1), make_prompt(fm, 5, "random-uniform", seed=2)
+    runs = []
+    real = prefix.prompt_prefix
+    monkeypatch.setattr(prefix, "prompt_prefix", lambda fm, rows: runs.append(rows.shape[0]) or real(fm, rows))
+    cache = PrefixCache(fm)
+    inputs, choices = ["the movie was great", "a dull film"], [["good", "bad"], ["yes", "no"]]
+    first = score_choices(fm, inputs, choices, [a, b], prefixes=cache)
+    again = score_choices(fm, inputs, choices, [b, a], prefixes=cache)
+    assert runs == [3, 5]  # each prompt ran once, for both calls
+    fresh = score_choices(fm, inputs, choices, [a, b])
+    assert [s for row in first for s in row] == pytest.approx([s for row in fresh for s in row], abs=1e-6)
+    assert again[0] == pytest.approx(score_choices(fm, inputs[:1], choices[:1], b)[0], abs=1e-4)
+    cache.retain([b])
+    cache.get(a)
+    assert runs == [3, 5, 3]  # a was dropped, so it runs again

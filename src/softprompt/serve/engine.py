@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from softprompt.errors import UsageError
+from softprompt.errors import SoftpromptError, UsageError
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import PromptFileError, SoftPrompt
 from softprompt.scoring import (
@@ -163,9 +163,12 @@ class Engine:
                 try:
                     prompt = SoftPrompt.load(path, model=self.fm)
                     entries[path.stem] = self._make_entry(path.stem, prompt, None, source=path)
-                except PromptFileError as err:
-                    self.skipped[path.name] = str(err)
-                    report.skipped[path.name] = str(err)
+                # Any unreadable file is skipped on its own, with its reason, and the scan goes on: one bad file
+                # must not keep the files after it (already marked seen) from ever being served.
+                except (SoftpromptError, ValueError, RuntimeError, OSError) as err:
+                    reason = str(err) if isinstance(err, PromptFileError) else f"{path}: cannot be read as a prompt file: {err}"
+                    self.skipped[path.name] = reason
+                    report.skipped[path.name] = reason
                     continue
                 self.skipped.pop(path.name, None)
                 report.loaded.append(path.stem)
