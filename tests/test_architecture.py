@@ -79,16 +79,43 @@ def layer(module: str) -> str:
     return ".".join(parts[:2]) if len(parts) > 1 else module
 
 
-def upward_imports(graph: dict[str, list[tuple[str, int]]]) -> list[str]:
-    """'a (rank) -> b (rank) at line n' for imports of a higher layer or of another package of the same rank."""
+def source_file(module: str, root: Path = PACKAGE) -> str:
+    """The file that defines `module`, relative to the directory holding the package's parent (src/...)."""
+    path = root.parent.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    return str(path.relative_to(root.parent.parent))
+
+
+def upward_imports(graph: dict[str, list[tuple[str, int]]], root: Path = PACKAGE) -> list[str]:
+    """'file:line imports b (a rank -> b rank)' for imports of a higher layer or of another package of the
+    same rank."""
     bad = []
     for src, targets in graph.items():
         for dst, line in targets:
             a, b = layer(src), layer(dst)
-            if a == b or dst == "softprompt":
+            if a == b or dst == "softprompt":  # the root itself: see root_imports
                 continue
             if RANKS[b] > RANKS[a] or (RANKS[b] == RANKS[a] and b not in ("softprompt.errors", "softprompt.files")):
-                bad.append(f"{src}:{line} imports {dst} ({a} rank {RANKS[a]} -> {b} rank {RANKS[b]})")
+                bad.append(f"{source_file(src, root)}:{line} imports {dst} ({a} rank {RANKS[a]} -> {b} rank {RANKS[b]})")
+    return bad
+
+
+def root_imports(root: Path = PACKAGE) -> list[str]:
+    """'file:line imports softprompt.<name>' for names other than `__version__` taken from the root package.
+
+    The root `__init__` is the lazy public API: a name from it resolves to a module of any layer (cli's,
+    training's), so inside the package it would hide an upward import (and start a cycle at run time).
+    """
+    files = {module_name(p, root): p for p in root.rglob("*.py")}
+    bad = []
+    for name, path in files.items():
+        if name == "softprompt":
+            continue
+        for module, line in imports_of(path, root):
+            head, _, attr = module.partition(".")
+            if attr and "." not in attr and module not in files and attr != "__version__":
+                bad.append(f"{source_file(name, root)}:{line} imports {module} from the public API "
+                           f"({layer(name)} rank {RANKS.get(layer(name))} -> {head}: only __version__ may be)")
     return bad
 
 
@@ -128,33 +155,54 @@ def test_no_upward_import():
     assert upward_imports(package_graph()) == []
 
 
+def test_only_the_version_is_imported_from_the_root():
+    assert root_imports() == []
+
+
 def test_every_subpackage_says_what_it_is_for():
     for init in PACKAGE.glob("*/__init__.py"):
         assert ast.get_docstring(ast.parse(init.read_text())), f"{init} has no docstring"
 
 
-@pytest.mark.parametrize("edge", ["cycle", "upward"])
+@pytest.mark.parametrize("edge", ["cycle", "upward", "sideways", "root"])
 def test_the_checks_catch_what_they_are_for(tmp_path, edge):
-    """The checker itself, on a synthetic package: a cycle, and a lower layer importing a higher one."""
-    root = tmp_path / "softprompt"
-    for pkg in ("model", "scoring"):
+    """The checker itself, on a synthetic package: a cycle, a lower layer importing a higher one, a package
+    importing another of its rank, and a name other than __version__ taken from the public API."""
+    root = tmp_path / "src" / "softprompt"
+    for pkg in ("model", "scoring", "serve", "experiments"):
         (root / pkg).mkdir(parents=True)
         (root / pkg / "__init__.py").write_text('"""x"""\n')
-    (root / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("__version__ = '0'\n")
+    (root / "model" / "ok.py").write_text("from softprompt import __version__\nfrom .. import errors\n")
+    (root / "errors.py").write_text("")
     if edge == "cycle":
         (root / "scoring" / "a.py").write_text("from softprompt.scoring.b import f\n")
         (root / "scoring" / "b.py").write_text("def f():\n    from softprompt.scoring import a\n")
-    else:
+    elif edge == "upward":
         (root / "model" / "a.py").write_text("from ..scoring import b\n")  # relative, model (1) -> scoring (2)
         (root / "scoring" / "b.py").write_text("")
-    graph = package_graph(root)
-    if edge == "cycle":
-        assert find_cycle(graph) in (["softprompt.scoring.a", "softprompt.scoring.b", "softprompt.scoring.a"],
-                                     ["softprompt.scoring.b", "softprompt.scoring.a", "softprompt.scoring.b"])
+    elif edge == "sideways":
+        (root / "serve" / "a.py").write_text("import os\n\n\ndef f():\n    import softprompt.experiments.b\n")
+        (root / "experiments" / "b.py").write_text("")
     else:
-        assert find_cycle(graph) is None
-        upward = upward_imports(graph)
-        assert upward and all(u.startswith("softprompt.model.a:1 imports softprompt.scoring") for u in upward), upward
+        (root / "model" / "a.py").write_text("from softprompt import __version__, train\n")
+    graph = package_graph(root)
+    cycle, upward, public = find_cycle(graph), upward_imports(graph, root), root_imports(root)
+    if edge == "cycle":
+        assert cycle in (["softprompt.scoring.a", "softprompt.scoring.b", "softprompt.scoring.a"],
+                         ["softprompt.scoring.b", "softprompt.scoring.a", "softprompt.scoring.b"])
+        assert not upward and not public
+    elif edge == "upward":
+        assert cycle is None and not public
+        assert upward and all(u.startswith("src/softprompt/model/a.py:1 imports softprompt.scoring") for u in upward)
+        assert "(softprompt.model rank 1 -> softprompt.scoring rank 2)" in upward[0], upward
+    elif edge == "sideways":
+        assert cycle is None and not public
+        assert upward == ["src/softprompt/serve/a.py:5 imports softprompt.experiments.b "
+                          "(softprompt.serve rank 5 -> softprompt.experiments rank 5)"], upward
+    else:
+        assert cycle is None and not upward
+        assert len(public) == 1 and public[0].startswith("src/softprompt/model/a.py:1 imports softprompt.train"), public
 
 
 def test_the_public_api_resolves_lazily():
