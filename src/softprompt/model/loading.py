@@ -13,7 +13,6 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from transformers import (
 )
 
 from softprompt.errors import UsageError
+from softprompt.files import publish_folder
 from softprompt.model.frozen import FrozenModel, embedding_fingerprint
 
 DEFAULT_NAMES = ("default", "smollm2-135m")
@@ -276,8 +276,8 @@ def _build_entry(entry: Path, locate: Callable[[Path], Path], replace: bool) -> 
     """
     entry.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(entry.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         (scratch := tmp / "_scratch").mkdir()
         model, tokenizer = _dequantize_gguf(locate(scratch))
         shutil.rmtree(scratch)
@@ -290,17 +290,10 @@ def _build_entry(entry: Path, locate: Callable[[Path], Path], replace: bool) -> 
         AutoConfig.from_pretrained(tmp)  # verify before publishing
         if (problem := _check_manifest(tmp)) is not None:
             raise ModelLoadError(f"could not write a valid cache entry in {tmp}: {problem}")
-        if replace and entry.exists():  # a rename never overwrites a non-empty folder
-            trash = entry.with_name(f".tmp-{entry.name}-old-{os.getpid()}")
-            os.replace(entry, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            os.rename(tmp, entry)
-        except OSError:
-            if _check_manifest(entry) is not None:  # lost the race to a writer whose entry is bad too
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    if not publish_folder(build, entry, replace=replace) and (problem := _check_manifest(entry)) is not None:
+        # lost the race to a writer whose entry is bad too
+        raise OSError(f"another writer's cache entry {entry} is unusable too ({problem})")
 
 
 def _check_manifest(entry: Path) -> str | None:

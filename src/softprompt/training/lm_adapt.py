@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from softprompt.files import publish_folder
 from softprompt.scoring.objectives import ObjectiveError
 
 if TYPE_CHECKING:
@@ -242,25 +241,14 @@ def _next_batch(order: list[int], n_docs: int, batch_size: int, gen: torch.Gener
 
 
 def _save(fm: FrozenModel, out: Path, summary: dict[str, Any]) -> None:
-    """save_pretrained into a temp folder beside `out`, then rename it into place (an earlier lm-adapt output
-    there is replaced only once the new one is complete)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    """save_pretrained + lm_adapt.json, published as one folder: an earlier lm-adapt output at `out` is
+    replaced only once the new one is complete."""
+    def build(tmp: Path) -> None:
         fm.model.save_pretrained(tmp)
         fm.tokenizer.save_pretrained(tmp)
         (tmp / SUMMARY_NAME).write_text(json.dumps(summary, indent=2))
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+
+    publish_folder(build, out)
 
 
 def _progress(total: int, enabled: bool) -> Any:
