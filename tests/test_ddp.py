@@ -27,6 +27,7 @@ from softprompt.model.prompt import SoftPrompt
 from softprompt.training.config import TrainConfig
 from softprompt.training.init import make_prompt
 from softprompt.training.loop import train
+from softprompt.training.rundir import RunDir
 
 DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").is_file(), reason="../shared/data not present")
@@ -82,7 +83,7 @@ def launcher(name: str) -> list[str]:
 def single_process(tmp_path_factory) -> torch.Tensor:
     """The prompt one process trains with the same global batch (8)."""
     result = train(config(tmp_path_factory.mktemp("single")), fm=tiny_causal(), progress=False)
-    return SoftPrompt.load(result.out_dir / "last.safetensors").embeddings
+    return SoftPrompt.load(RunDir(result.out_dir).last_prompt).embeddings
 
 
 @needs_data
@@ -109,7 +110,7 @@ def test_two_ranks_match_each_other_and_one_process(tmp_path, launch, single_pro
 
     rank0, rank1 = (SoftPrompt.load(out / f"rank{r}.safetensors").embeddings for r in (0, 1))
     assert torch.equal(rank0, rank1)  # same all-reduced gradient, same update: bit-identical
-    written = SoftPrompt.load(out / "last.safetensors").embeddings  # rank 0's file
+    written = SoftPrompt.load(RunDir(out).last_prompt).embeddings  # rank 0's file
     assert torch.equal(written, rank0)
     initial = make_prompt(tiny_causal(), 4, "random-uniform", seed=3).embeddings
     assert (expected - initial).abs().max() > 1e-3  # the steps did move the prompt: the comparison means something

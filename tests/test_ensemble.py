@@ -25,6 +25,7 @@ from softprompt.tasks.base import choice_example
 from softprompt.training.config import TrainConfig
 from softprompt.training.ensemble import train_ensemble
 from softprompt.training.init import make_prompt
+from softprompt.training.rundir import RunDir
 
 WORDS = ["the", "walk"]
 TEXTS = ["sentence: the movie was great", "sentence: boring", "premise: a man is walking . hypothesis: someone moves",
@@ -86,7 +87,7 @@ def test_train_ensemble_runs_k_seeds_into_member_dirs(tmp_path, monkeypatch):
 
     def fake_train(cfg, *, fm=None, resume=False, progress=True):
         seen.append(cfg)
-        path = Path(cfg.out) / "prompt.safetensors"
+        path = RunDir(cfg.out).best_prompt
         return softprompt.training.loop.TrainResult(0.5 + cfg.seed / 10, 10, 10, 1.0, path, Path(cfg.out))
 
     monkeypatch.setattr(softprompt.training.ensemble, "train", fake_train)
@@ -113,10 +114,10 @@ def test_cli_ensemble_trains_k_members_and_eval_runs_them_as_an_ensemble(tmp_pat
                                     "--prompt-length", "3", "--eval-limit", "6", "--max-minutes", "30",
                                     "--min-input-tokens", "2", "--out", str(tmp_path / "ens")])
     assert done.exit_code == 0, done.output
-    member_cfg = yaml.safe_load((tmp_path / "ens" / "member-1" / "config.yaml").read_text())
+    member_cfg = yaml.safe_load(RunDir(tmp_path / "ens" / "member-1").config.read_text())
     assert member_cfg["max_minutes"] == 30 and member_cfg["min_input_tokens"] == 2  # the flags reach every member
     assert "majority vote" in done.output and (tmp_path / "ens" / "ensemble_eval.json").is_file()
-    members = [str(tmp_path / "ens" / f"member-{i}" / "prompt.safetensors") for i in range(2)]
+    members = [str(RunDir(tmp_path / "ens" / f"member-{i}").best_prompt) for i in range(2)]
     assert all(Path(m).is_file() for m in members)
     done = CliRunner().invoke(app, ["eval", *common, "--prompt", members[0], "--prompt", members[1], "--limit", "6",
                                     "--json", "--predictions", str(tmp_path / "pred.jsonl")])

@@ -14,9 +14,10 @@ from tiny import tiny_causal
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from softprompt.experiments.cost import cost_report
-from softprompt.experiments.runner import Layout, run_variants, select, status
+from softprompt.experiments.runner import ResultPaths, run_variants, select, status
 from softprompt.experiments.studies import Kind, StudyError, load_studies, load_study
 from softprompt.model.frozen import FrozenModel
+from softprompt.training.rundir import RunDir
 
 DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").is_file(), reason="../shared/data not present")
@@ -83,9 +84,9 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
     write_study(root / "studies", "beta", "  - {task: sst2, prompt_length: 4, eval_tasks: [mr]}\n"
                                           "  - {task: sst2, prompt_length: 4}")
     studies = load_studies(root / "studies")
-    layout = Layout(root)
+    paths = ResultPaths(root)
     lines: list[str] = []
-    first = run_variants(select(studies, ["alpha"]), layout, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
+    first = run_variants(select(studies, ["alpha"]), paths, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
     assert len(first.done) == 4 and list(first.failed) == ["tiny__nosuchtask__zero-shot"]
     assert "unknown task" in first.failed["tiny__nosuchtask__zero-shot"].lower()
 
@@ -100,17 +101,18 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
     assert "git_commit" in pt  # which code produced it (a short hash in a checkout)
     mt = json.loads((root / "results" / "alpha" / "tiny__sst2__mt__s0.json").read_text())
     assert mt["method"] == "model-tuning" and mt["steps"] == 2
-    assert not (root / "runs" / "tiny__sst2__mt__s0" / "model").exists()  # weights dropped, numbers kept
+    assert not RunDir(root / "runs" / "tiny__sst2__mt__s0").model.exists()  # weights dropped, numbers kept
 
-    again = run_variants(select(studies, ["alpha"]), layout, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
+    again = run_variants(select(studies, ["alpha"]), paths, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
     assert len(again.skipped) == 4 and not again.done
 
     # beta's plain variant is alpha's: copied. Its transfer variant trains nothing new (same run folder).
-    mtime = (root / "runs" / "tiny__sst2__pt__p4__class-labels__s0" / "prompt.safetensors").stat().st_mtime_ns
-    beta = run_variants(select(studies, ["beta"]), layout, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
+    best = RunDir(root / "runs" / "tiny__sst2__pt__p4__class-labels__s0").best_prompt
+    mtime = best.stat().st_mtime_ns
+    beta = run_variants(select(studies, ["beta"]), paths, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
     assert beta.reused == ["tiny__sst2__pt__p4__class-labels__s0"]
     assert beta.done == ["tiny__sst2__pt__p4__class-labels__s0__to-mr"]
-    assert (root / "runs" / "tiny__sst2__pt__p4__class-labels__s0" / "prompt.safetensors").stat().st_mtime_ns == mtime
+    assert best.stat().st_mtime_ns == mtime
     transfer = json.loads((root / "results" / "beta" / "tiny__sst2__pt__p4__class-labels__s0__to-mr.json").read_text())
     assert transfer["transfer"]["mr"]["examples"] == 8
     copied = json.loads((root / "results" / "beta" / "tiny__sst2__pt__p4__class-labels__s0.json").read_text())
@@ -120,8 +122,8 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
     target = root / "results" / "alpha" / "tiny__sst2__zero-shot.json"
     target.write_text("{half")
     variant = next(v for v in select(studies, ["alpha"]) if v.id == "tiny__sst2__zero-shot")
-    assert status(layout, variant) == "todo"
-    redo = run_variants([variant], layout, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
+    assert status(paths, variant) == "todo"
+    redo = run_variants([variant], paths, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
     assert redo.done == ["tiny__sst2__zero-shot"] and json.loads(target.read_text())["method"] == "zero-shot"
 
 
@@ -136,7 +138,7 @@ def test_majority_variant_needs_no_model_and_scores_the_most_common_training_cla
     def no_model(name: str, dtype: str | None = None) -> FrozenModel:
         raise AssertionError("the majority baseline must not load a model")
 
-    summary = run_variants(select(load_studies(root / "studies"), ["base"]), Layout(root), data_dir=str(DATA),
+    summary = run_variants(select(load_studies(root / "studies"), ["base"]), ResultPaths(root), data_dir=str(DATA),
                            loader=no_model, log=lambda _: None)
     assert summary.done == ["tiny__mrpc__majority", "tiny__copa__majority"] and not summary.failed
     mrpc = json.loads((root / "results" / "base" / "tiny__mrpc__majority.json").read_text())
@@ -153,7 +155,7 @@ def test_majority_variant_needs_no_model_and_scores_the_most_common_training_cla
 def test_ensemble_variant_reports_members_and_vote(tmp_path):
     root = tmp_path / "experiments"
     write_study(root / "studies", "ens", "  - {task: sst2, method: ensemble, k: 2, prompt_length: 2}")
-    summary = run_variants(select(load_studies(root / "studies"), ["ens"]), Layout(root), data_dir=str(DATA),
+    summary = run_variants(select(load_studies(root / "studies"), ["ens"]), ResultPaths(root), data_dir=str(DATA),
                            loader=tiny_loader, log=lambda _: None)
     assert summary.done == ["tiny__sst2__ensemble__p2__class-labels__k2__s0"]
     result = json.loads((root / "results" / "ens" / f"{summary.done[0]}.json").read_text())

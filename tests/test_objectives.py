@@ -26,6 +26,7 @@ from softprompt.scoring.objectives import (
 from softprompt.training.config import TrainConfig
 from softprompt.training.lm_adapt import LMAdaptError, lm_adapt, prefix_lm_loss, read_texts
 from softprompt.training.loop import encode_rows, train
+from softprompt.training.rundir import RunDir
 
 TEXTS = sorted(set(CORPUS))
 
@@ -114,7 +115,7 @@ def test_training_with_target_sentinel_records_it_and_evaluates_in_the_same_form
                       out=str(tmp_path / "run"), seed=1, threads=1)
     result = train(cfg, fm=fm, progress=False)
     assert result.steps_done == 3 and result.best_metric is not None
-    prompt = SoftPrompt.load(tmp_path / "run" / "prompt.safetensors", model=fm)
+    prompt = SoftPrompt.load(RunDir(tmp_path / "run").best_prompt, model=fm)
     assert prompt.metadata["target_prefix"] == "<extra_id_0> "
     assert prompt.metadata["train_config"]["target_sentinel"] is True
 

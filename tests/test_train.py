@@ -17,6 +17,7 @@ from softprompt.scoring import Encoded
 from softprompt.tasks.base import Mode, Task, choice_example
 from softprompt.training.config import ConfigError, TrainConfig
 from softprompt.training.loop import Row, TrainingError, encode_rows, step_loss, train
+from softprompt.training.rundir import RunDir
 
 DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").is_file(), reason="../shared/data not present")
@@ -33,18 +34,20 @@ def config(tmp_path: Path, **overrides) -> TrainConfig:
 def test_training_lowers_the_loss_and_writes_its_files(tmp_path):
     fm = tiny_causal()
     result = train(config(tmp_path, steps=12, lr=0.3, train_limit=16, batch_size=8), fm=fm, progress=False)
-    out = result.out_dir
+    out = RunDir(result.out_dir)
+    # The file names are the run folder's contract with users (README, --resume): spelled out here on purpose.
     assert {"prompt.safetensors", "last.safetensors", "init.safetensors", "metrics.jsonl", "config.yaml",
-            "summary.json"} <= {p.name for p in out.iterdir()}
-    init = SoftPrompt.load(out / "init.safetensors", model=fm)
-    assert not torch.equal(init.embeddings, SoftPrompt.load(out / "last.safetensors").embeddings)  # it trained
-    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+            "summary.json"} <= {p.name for p in out.root.iterdir()}
+    assert {out.best_prompt, out.last_prompt, out.init_prompt, out.metrics, out.config, out.summary} <= set(out.root.iterdir())
+    init = SoftPrompt.load(out.init_prompt, model=fm)
+    assert not torch.equal(init.embeddings, SoftPrompt.load(out.last_prompt).embeddings)  # it trained
+    log = [json.loads(line) for line in out.metrics.read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 13))
     assert sum(r["loss"] for r in log[-3:]) < sum(r["loss"] for r in log[:3])  # 2 epochs over 16 examples
     assert "eval" in log[2] and "accuracy" in log[2]["eval"] and sum(log[2]["answers"].values()) == 16
-    best = SoftPrompt.load(out / "prompt.safetensors", model=fm)
+    best = SoftPrompt.load(out.best_prompt, model=fm)
     assert best.metadata["label_words"] and best.metadata["train_config"]["task"] == "sst2"
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads(out.summary.read_text())
     assert summary["steps_done"] == 12 and summary["trainable_parameters"] == 4 * fm.hidden_size
 
 
@@ -63,9 +66,9 @@ def test_train_on_injected_examples_needs_no_benchmark_files(tmp_path):
     assert seen == [1, 2, 3] and result.steps_done == 3 and result.best_step == 3
     assert {"prompt.safetensors", "last.safetensors", "init.safetensors", "metrics.jsonl", "config.yaml",
             "summary.json", "checkpoint.safetensors"} <= {p.name for p in result.out_dir.iterdir()}
-    init = SoftPrompt.load(result.out_dir / "init.safetensors", model=fm).embeddings
-    assert not torch.equal(init, SoftPrompt.load(result.out_dir / "last.safetensors").embeddings)  # it trained
-    summary = json.loads((result.out_dir / "summary.json").read_text())
+    init = SoftPrompt.load(RunDir(result.out_dir).init_prompt, model=fm).embeddings
+    assert not torch.equal(init, SoftPrompt.load(RunDir(result.out_dir).last_prompt).embeddings)  # it trained
+    summary = json.loads(RunDir(result.out_dir).summary.read_text())
     assert summary["task"] == "tiny-choice" and summary["train_examples"] == 8
 
 
@@ -73,8 +76,8 @@ def test_train_on_injected_examples_needs_no_benchmark_files(tmp_path):
 def test_gradient_accumulation_gives_the_same_prompt(tmp_path):
     one = train(config(tmp_path / "a", grad_accum=1), fm=tiny_causal(), progress=False)
     four = train(config(tmp_path / "b", grad_accum=4), fm=tiny_causal(), progress=False)
-    a = SoftPrompt.load(one.out_dir / "last.safetensors").embeddings
-    b = SoftPrompt.load(four.out_dir / "last.safetensors").embeddings
+    a = SoftPrompt.load(RunDir(one.out_dir).last_prompt).embeddings
+    b = SoftPrompt.load(RunDir(four.out_dir).last_prompt).embeddings
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
@@ -107,10 +110,10 @@ def test_one_token_choices_share_one_row_and_the_rank_loss_is_unchanged():
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     fm = tiny_causal()
     good = train(config(tmp_path, steps=2, eval_every=2), fm=fm, progress=False)
-    before = SoftPrompt.load(good.out_dir / "last.safetensors").embeddings
+    before = SoftPrompt.load(RunDir(good.out_dir).last_prompt).embeddings
     with pytest.raises(TrainingError, match="(loss became (nan|inf)|produced NaN/inf weights)"):
         train(config(tmp_path, steps=4, eval_every=2, lr=1e38), fm=fm, resume=True, progress=False)
-    after = SoftPrompt.load(good.out_dir / "last.safetensors").embeddings
+    after = SoftPrompt.load(RunDir(good.out_dir).last_prompt).embeddings
     assert torch.equal(before, after)  # the step-2 checkpoint and prompt are untouched
 
 
@@ -160,18 +163,18 @@ def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path, recipe):
                      progress=False)
     cfg = config(tmp_path / "killed", steps=10, checkpoint_every=2, **recipe)
     Path(cfg.out).mkdir(parents=True)
-    cfg.save(Path(cfg.out) / "config.yaml")
-    script = dict(tests=str(Path(__file__).parent), config=str(Path(cfg.out) / "config.yaml"))
+    cfg.save(RunDir(cfg.out).config)
+    script = dict(tests=str(Path(__file__).parent), config=str(RunDir(cfg.out).config))
     killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT.format(**script, resume=False, kill_at=5)],
                             capture_output=True)
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     resumed = subprocess.run([sys.executable, "-c", KILL_SCRIPT.format(**script, resume=True, kill_at=0)],
                              capture_output=True)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
-    a = SoftPrompt.load(straight.out_dir / "last.safetensors").embeddings
-    b = SoftPrompt.load(Path(cfg.out) / "last.safetensors").embeddings
+    a = SoftPrompt.load(RunDir(straight.out_dir).last_prompt).embeddings
+    b = SoftPrompt.load(RunDir(cfg.out).last_prompt).embeddings
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
-    steps = [json.loads(line)["step"] for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in RunDir(cfg.out).metrics.read_text().splitlines()]
     assert steps == list(range(1, 11))  # the step logged after the checkpoint was redone, not duplicated
 
 
@@ -179,14 +182,14 @@ def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path, recipe):
 def test_a_fresh_start_in_a_used_folder_starts_a_fresh_log(tmp_path):
     train(config(tmp_path, steps=4), fm=tiny_causal(), progress=False)
     result = train(config(tmp_path, steps=3), fm=tiny_causal(), progress=False)
-    log = [json.loads(line)["step"] for line in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
+    log = [json.loads(line)["step"] for line in RunDir(result.out_dir).metrics.read_text().splitlines()]
     assert log == [1, 2, 3]
 
 
 @needs_data
 def test_linear_schedule_decays_the_lr_to_zero_at_the_last_step(tmp_path):
     result = train(config(tmp_path, optimizer="adamw", lr=0.06, lr_schedule="linear"), fm=tiny_causal(), progress=False)
-    log = [json.loads(line) for line in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in RunDir(result.out_dir).metrics.read_text().splitlines()]
     assert [r["lr"] for r in log] == pytest.approx([0.06 * (1 - k / 6) for k in range(6)])
 
 
@@ -194,8 +197,8 @@ def test_linear_schedule_decays_the_lr_to_zero_at_the_last_step(tmp_path):
 def test_time_budget_stops_after_evaluating_and_checkpointing(tmp_path):
     result = train(config(tmp_path, steps=50, eval_every=10, max_minutes=0.0), fm=tiny_causal(), progress=False)
     assert result.steps_done == 1 and result.best_step == 1  # evaluated at the stop, not lost
-    assert (result.out_dir / "checkpoint.safetensors").is_file() and (result.out_dir / "prompt.safetensors").is_file()
-    assert json.loads((result.out_dir / "summary.json").read_text())["stopped_early"] is True
+    assert RunDir(result.out_dir).checkpoint.is_file() and RunDir(result.out_dir).best_prompt.is_file()
+    assert json.loads(RunDir(result.out_dir).summary.read_text())["stopped_early"] is True
 
 
 @needs_data
@@ -207,15 +210,15 @@ def test_a_resumed_run_counts_the_time_spent_before_its_checkpoint(tmp_path):
 
     fm = tiny_causal()
     first = train(config(tmp_path, steps=3, eval_every=3), fm=fm, progress=False)
-    path = first.out_dir / "checkpoint.safetensors"
-    prompt = {"prompt": SoftPrompt.load(first.out_dir / "last.safetensors").embeddings.detach().clone().requires_grad_(True)}
+    path = RunDir(first.out_dir).checkpoint
+    prompt = {"prompt": SoftPrompt.load(RunDir(first.out_dir).last_prompt).embeddings.detach().clone().requires_grad_(True)}
     optimizer = make_optimizer(list(prompt.values()), config(tmp_path))
     counters = load_checkpoint(path, prompt, optimizer)
     assert 0 < counters["seconds"] < 600
     save_checkpoint(path, prompt, optimizer, {**counters, "seconds": 40 * 60.0})
     resumed = train(config(tmp_path, steps=13, eval_every=3, max_minutes=30.0), fm=fm, resume=True, progress=False)
     assert resumed.steps_done == 4  # one step, then out of time
-    assert json.loads((resumed.out_dir / "summary.json").read_text())["wall_seconds"] >= 40 * 60
+    assert json.loads(RunDir(resumed.out_dir).summary.read_text())["wall_seconds"] >= 40 * 60
 
 
 @needs_data
@@ -231,6 +234,6 @@ def test_min_input_tokens_trains_on_the_longer_examples_only(tmp_path):
     long = sum(len(encode_pair(fm, examples[i].input_text, "x").input_ids) >= 40 for i in keep)
     assert 8 <= long < 64 and len(encode_rows(fm, [examples[i] for i in keep], cfg)) == 64
     result = train(cfg, fm=fm, progress=False)
-    assert json.loads((result.out_dir / "summary.json").read_text())["train_examples"] == long
+    assert json.loads(RunDir(result.out_dir).summary.read_text())["train_examples"] == long
     with pytest.raises(TrainingError, match=r"have >= 100000 input tokens \(batch size 8\): lower --min-input-tokens"):
         train(config(tmp_path, steps=1, min_input_tokens=100_000), fm=fm, progress=False)

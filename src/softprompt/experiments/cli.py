@@ -28,14 +28,14 @@ def list_command(
 
     Example: softprompt experiments list methods
     """
-    from softprompt.experiments.runner import Layout, select, status
+    from softprompt.experiments.runner import ResultPaths, select, status
     from softprompt.experiments.studies import load_studies
 
-    layout = Layout(folder, quick=quick)
+    paths = ResultPaths(folder, quick=quick)
     variants = select(load_studies(folder / "studies"), studies or ["all"], quick=quick)
     for variant in variants:
-        typer.echo(f"{status(layout, variant):>8}  {variant.study}/{variant.id}")
-    done = sum(status(layout, v) == "done" for v in variants)
+        typer.echo(f"{status(paths, variant):>8}  {variant.study}/{variant.id}")
+    done = sum(status(paths, v) == "done" for v in variants)
     typer.echo(f"{done} of {len(variants)} variants done")
 
 
@@ -61,15 +61,15 @@ def run_command(
 
       softprompt experiments run all --quick
     """
-    from softprompt.experiments.runner import Layout, run_variants, select
+    from softprompt.experiments.runner import ResultPaths, run_variants, select
     from softprompt.experiments.studies import load_studies
 
-    layout = Layout(folder, quick=quick)
+    paths = ResultPaths(folder, quick=quick)
     variants = select(load_studies(folder / "studies"), studies, quick=quick, tasks=_csv(tasks), models=_csv(models),
                       methods=_csv(methods))
-    summary = run_variants(variants, layout, data_dir=data_dir)
+    summary = run_variants(variants, paths, data_dir=data_dir)
     typer.echo(f"{len(summary.done)} run, {len(summary.reused)} reused, {len(summary.skipped)} already done, "
-               f"{len(summary.failed)} failed; results in {layout.results}")
+               f"{len(summary.failed)} failed; results in {paths.results}")
     for name, message in summary.failed.items():
         typer.echo(f"failed: {name}: {message}", err=True)
     if summary.failed:

@@ -29,14 +29,16 @@ from softprompt import __version__
 from softprompt.experiments.studies import Kind, Study, Variant
 from softprompt.files import atomic_write
 from softprompt.model.frozen import FrozenModel
+from softprompt.training.rundir import RunDir
 
 Loader = Callable[..., FrozenModel]
 """`loader(name, dtype=None)`: `models.load_model` by default; tests pass tiny models."""
 
 
 @dataclass
-class Layout:
-    """Where results and run folders live. Quick (smoke-test) output never mixes with reported results."""
+class ResultPaths:
+    """Where a suite's result files and run folders live. Quick (smoke-test) output never mixes with reported
+    results."""
 
     root: Path
     quick: bool = False
@@ -63,11 +65,11 @@ class RunSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def status(layout: Layout, variant: Variant) -> str:
+def status(paths: ResultPaths, variant: Variant) -> str:
     """`done`, `reusable` (another study has it) or `todo`."""
-    if _matching(layout.result_path(variant), variant):
+    if _matching(paths.result_path(variant), variant):
         return "done"
-    return "reusable" if _donor(layout, variant) else "todo"
+    return "reusable" if _donor(paths, variant) else "todo"
 
 
 def _matching(path: Path, variant: Variant) -> dict[str, Any] | None:
@@ -80,8 +82,8 @@ def _matching(path: Path, variant: Variant) -> dict[str, Any] | None:
     return data if data.get("fingerprint") == variant.fingerprint else None
 
 
-def _donor(layout: Layout, variant: Variant) -> dict[str, Any] | None:
-    for path in sorted(layout.results.glob(f"*/{variant.id}.json")):
+def _donor(paths: ResultPaths, variant: Variant) -> dict[str, Any] | None:
+    for path in sorted(paths.results.glob(f"*/{variant.id}.json")):
         if path.parent.name != variant.study and (data := _matching(path, variant)):
             return data
     return None
@@ -104,7 +106,7 @@ class ModelCache:
 
 
 def run_variants(
-    variants: Sequence[Variant], layout: Layout, *, data_dir: str | None = None, loader: Loader | None = None,
+    variants: Sequence[Variant], paths: ResultPaths, *, data_dir: str | None = None, loader: Loader | None = None,
     log: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Run every variant that has no result yet, one at a time, in order; failures are logged and skipped."""
@@ -116,11 +118,11 @@ def run_variants(
     _git_commit()  # read now: results record the commit whose code this process runs
     for number, variant in enumerate(variants, 1):
         where = f"[{number}/{len(variants)}] {variant.study}/{variant.id}"
-        target = layout.result_path(variant)
+        target = paths.result_path(variant)
         if _matching(target, variant):
             summary.skipped.append(variant.id)
             continue
-        if donor := _donor(layout, variant):
+        if donor := _donor(paths, variant):
             _write(target, {**donor, "study": variant.study, "reused_from": donor["study"]})
             summary.reused.append(variant.id)
             say(f"{where}: reused from study {donor['study']}")
@@ -128,7 +130,7 @@ def run_variants(
         say(f"{where}: running")
         started = time.time()
         try:
-            result = RUNNERS[variant.kind](variant, layout, models, data_dir)
+            result = RUNNERS[variant.kind](variant, paths, models, data_dir)
         except Exception as err:  # noqa: BLE001 — one bad variant must not stop a many-hour suite
             message = f"{type(err).__name__}: {err}"
             summary.failed[variant.id] = message
@@ -200,28 +202,27 @@ def _train_config(variant: Variant, out: Path, data_dir: str | None, method: str
 
 def _train_once(cfg: Any, fm: FrozenModel | None) -> dict[str, Any]:
     """Train into cfg.out unless it already finished there; resume a run that was cut off."""
-    from softprompt.training.checkpoint import CHECKPOINT_NAME
     from softprompt.training.loop import train
 
-    out = Path(cfg.out)
-    done = out / "summary.json"
-    if not done.is_file():
-        train(cfg, fm=fm, resume=(out / CHECKPOINT_NAME).is_file(), progress=False)
-    summary = json.loads(done.read_text())
+    run = RunDir(cfg.out)
+    if not run.finished:
+        train(cfg, fm=fm, resume=run.checkpoint.is_file(), progress=False)
+    summary = json.loads(run.summary.read_text())
     # The CPU attention kernel the run trained with, from its own saved config (runs made before the
     # setting existed have none: they trained with whatever that commit's default was).
-    saved = yaml.safe_load((out / "config.yaml").read_text()) if (out / "config.yaml").is_file() else {}
+    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
     summary["attention"] = (saved or {}).get("attention")
     return summary
 
 
-def best_eval(out: Path, step: int | None) -> tuple[dict[str, float], dict[str, int] | None]:
+def best_eval(run: RunDir, step: int | None) -> tuple[dict[str, float], dict[str, int] | None]:
     """The validation metrics logged at the best step (metrics.jsonl), and its answer counts if logged."""
-    for line in (out / "metrics.jsonl").read_text().splitlines():
+    metrics = run.metrics
+    for line in metrics.read_text().splitlines():
         record = json.loads(line)
         if record.get("step") == step and "eval" in record:
             return record["eval"], record.get("answers")
-    raise RuntimeError(f"{out}/metrics.jsonl has no evaluation at step {step}")
+    raise RuntimeError(f"{metrics} has no evaluation at step {step}")
 
 
 def _metrics(task: Any, values: dict[str, float], examples: int, answers: dict[str, int] | None = None) -> dict[str, Any]:
@@ -240,61 +241,61 @@ def _evaluate(fm: FrozenModel, task_name: str, variant: Variant, data_dir: str |
     return _metrics(task, result.metrics, len(examples), result.answers)
 
 
-def _in_domain(variant: Variant, out: Path, summary: dict[str, Any], data_dir: str | None) -> dict[str, Any]:
+def _in_domain(variant: Variant, run: RunDir, summary: dict[str, Any], data_dir: str | None) -> dict[str, Any]:
     from softprompt.tasks import get_task
 
     task = get_task(variant.task or "")
     count = len(task.examples("validation", data_dir, limit=variant.budget.get("eval_limit", 300)))
-    values, answers = best_eval(out, summary["best_step"])
+    values, answers = best_eval(run, summary["best_step"])
     return _metrics(task, values, count, answers)
 
 
-def run_prompt_tuning(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+def run_prompt_tuning(variant: Variant, paths: ResultPaths, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
     from softprompt.evaluation.interpret import neighbors_report
     from softprompt.model.prompt import SoftPrompt
 
     fm = models.get(variant.model)
-    out = layout.runs / variant.train_id  # shared by variants that differ only in their transfer targets
-    summary = _train_once(_train_config(variant, out, data_dir, "prompt-tuning"), fm)
-    prompt = SoftPrompt.load(out / "prompt.safetensors", model=fm)
+    run = RunDir(paths.runs / variant.train_id)  # shared by variants that differ only in their transfer targets
+    summary = _train_once(_train_config(variant, run.root, data_dir, "prompt-tuning"), fm)
+    prompt = SoftPrompt.load(run.best_prompt, model=fm)
     limit = variant.budget.get("eval_limit", 300)
     result: dict[str, Any] = {"steps": summary["steps_done"], "best_step": summary["best_step"],
                               "train_attention": summary["attention"],
-                              "metrics": _in_domain(variant, out, summary, data_dir)}
+                              "metrics": _in_domain(variant, run, summary, data_dir)}
     if variant.eval_tasks:
         result["transfer"] = {t: _evaluate(fm, t, variant, data_dir, limit, prompt=prompt) for t in variant.eval_tasks}
-    init = SoftPrompt.load(out / "init.safetensors", model=fm)
+    init = SoftPrompt.load(run.init_prompt, model=fm)
     result["interpretation"] = {"init": neighbors_report(fm, init), "trained": neighbors_report(fm, prompt)}
-    result["prompt_file"] = str(out / "prompt.safetensors")
+    result["prompt_file"] = str(run.best_prompt)
     return result
 
 
-def run_model_tuning(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
-    out = layout.runs / variant.id
-    cfg = _train_config(variant, out, data_dir, "model-tuning")
+def run_model_tuning(variant: Variant, paths: ResultPaths, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+    run = RunDir(paths.runs / variant.id)
+    cfg = _train_config(variant, run.root, data_dir, "model-tuning")
     # Model tuning changes the weights: it trains its own fp32 copy (bf16 would drop small updates), never
     # the shared frozen model; a finished run needs no model at all.
-    trained = (out / "summary.json").is_file()
+    trained = run.finished
     summary = _train_once(cfg, None if trained else models.loader(variant.model, dtype="fp32"))
     result: dict[str, Any] = {"steps": summary["steps_done"], "best_step": summary["best_step"],
                               "train_attention": summary["attention"],
-                              "metrics": _in_domain(variant, out, summary, data_dir)}
+                              "metrics": _in_domain(variant, run, summary, data_dir)}
     if variant.eval_tasks:
-        tuned = models.loader(str(out / "model"))  # the best checkpoint, not the last weights
+        tuned = models.loader(str(run.model))  # the best checkpoint, not the last weights
         limit = variant.budget.get("eval_limit", 300)
         result["transfer"] = {t: _evaluate(tuned, t, variant, data_dir, limit) for t in variant.eval_tasks}
         del tuned
     # The tuned weights are the model's full size (0.5-1 GB); the result keeps the numbers, not the weights.
-    shutil.rmtree(out / "model", ignore_errors=True)
+    shutil.rmtree(run.model, ignore_errors=True)
     return result
 
 
-def run_zero_shot(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+def run_zero_shot(variant: Variant, paths: ResultPaths, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
     fm = models.get(variant.model)
     return {"metrics": _evaluate(fm, variant.task or "", variant, data_dir, variant.budget.get("eval_limit", 300))}
 
 
-def run_few_shot(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+def run_few_shot(variant: Variant, paths: ResultPaths, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
     from softprompt.evaluation.baselines import draw_shots
     from softprompt.tasks import get_task
 
@@ -305,7 +306,7 @@ def run_few_shot(variant: Variant, layout: Layout, models: ModelCache, data_dir:
                                  shots=shots)}
 
 
-def run_majority(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+def run_majority(variant: Variant, paths: ResultPaths, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
     """The score of always answering the training split's most common class: where a method lands on it,
     it has learned to predict one class, whatever the other metrics suggest."""
     from softprompt.evaluation.baselines import majority_index, majority_predictions
@@ -320,33 +321,32 @@ def run_majority(variant: Variant, layout: Layout, models: ModelCache, data_dir:
     return {"metrics": metrics, "majority": next(iter(answers or {}), None)}
 
 
-def run_ensemble(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+def run_ensemble(variant: Variant, paths: ResultPaths, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
     from softprompt.evaluation.ensemble import evaluate_ensemble
-    from softprompt.training.ensemble import train_ensemble
     from softprompt.tasks import get_task
+    from softprompt.training.ensemble import train_ensemble
 
     fm = models.get(variant.model)
-    out = layout.runs / variant.id
-    cfg = _train_config(variant, out, data_dir, "prompt-tuning")  # train_ensemble puts member i in out/member-i
-    k = variant.knobs["k"]
-    done = [out / f"member-{i}" / "summary.json" for i in range(k)]
-    if not all(p.is_file() for p in done):
-        train_ensemble(cfg, k, out, fm=fm, progress=False)
+    out = RunDir(paths.runs / variant.id)
+    cfg = _train_config(variant, out.root, data_dir, "prompt-tuning")  # train_ensemble puts member i in out.member(i)
+    members = [out.member(i) for i in range(variant.knobs["k"])]
+    if not all(m.finished for m in members):
+        train_ensemble(cfg, len(members), out.root, fm=fm, progress=False)
     task = get_task(variant.task or "")
     examples = task.examples("validation", data_dir, limit=variant.budget.get("eval_limit", 300))
-    paths = [out / f"member-{i}" / "prompt.safetensors" for i in range(k)]
-    report = evaluate_ensemble(fm, task, examples, paths, variant.budget.get("eval_batch_size", 32))
-    steps = sum(json.loads(p.read_text())["steps_done"] for p in done)
+    prompts = [m.best_prompt for m in members]
+    report = evaluate_ensemble(fm, task, examples, prompts, variant.budget.get("eval_batch_size", 32))
+    steps = sum(json.loads(m.summary.read_text())["steps_done"] for m in members)
     return {"steps": steps, "metrics": _metrics(task, report["majority_vote"], len(examples)), "ensemble": report}
 
 
-def run_cost(variant: Variant, layout: Layout, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
+def run_cost(variant: Variant, paths: ResultPaths, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
     from softprompt.experiments.cost import cost_report
 
     return {"cost": cost_report(models.get(variant.model), variant.model_label)}
 
 
-RUNNERS: dict[Kind, Callable[[Variant, Layout, ModelCache, str | None], dict[str, Any]]] = {
+RUNNERS: dict[Kind, Callable[[Variant, ResultPaths, ModelCache, str | None], dict[str, Any]]] = {
     Kind.PROMPT_TUNING: run_prompt_tuning, Kind.MODEL_TUNING: run_model_tuning, Kind.ZERO_SHOT: run_zero_shot,
     Kind.FEW_SHOT: run_few_shot, Kind.MAJORITY: run_majority, Kind.ENSEMBLE: run_ensemble, Kind.COST: run_cost,
 }

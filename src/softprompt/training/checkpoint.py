@@ -3,6 +3,7 @@
 Holds the trainable tensors, the optimizer state, the torch RNG state and the loop's counters (step,
 position in the data order, best metric, evaluations without improvement). One file, written with
 write-then-rename, so a run killed at any instant leaves the previous checkpoint intact. No pickle.
+In a run folder it is `RunDir.checkpoint` (training/rundir.py).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from safetensors.torch import save_file
 
 from softprompt.files import atomic_write
 from softprompt.model.prompt import PromptFileError
-
-CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 def save_checkpoint(

@@ -16,6 +16,7 @@ from softprompt.model.frozen import FrozenModel
 from softprompt.tasks.base import TaskError
 from softprompt.training.config import TrainConfig
 from softprompt.training.loop import train
+from softprompt.training.rundir import RunDir
 
 
 def train_ensemble(
@@ -28,14 +29,14 @@ def train_ensemble(
         raise TaskError(f"--k must be >= 1, got {k}")
     if inits is not None and len(inits) != k:
         raise TaskError(f"got {len(inits)} inits for k={k} members; give one per member or none")
-    out = Path(out_dir)
+    out = RunDir(out_dir)
     paths, runs = [], []
     for i in range(k):
-        member = replace(cfg, seed=cfg.seed + i, out=str(out / f"member-{i}"),
+        member = replace(cfg, seed=cfg.seed + i, out=str(out.member(i).root),
                          init=inits[i] if inits is not None else cfg.init)
         result = train(member, fm=fm, progress=progress)
         paths.append(Path(result.prompt_path))
         runs.append({"member": i, "seed": member.seed, "init": member.init, "prompt": str(result.prompt_path),
                      "best_metric": result.best_metric, "best_step": result.best_step})
-    atomic_write(out / "ensemble.json", lambda tmp: Path(tmp).write_text(json.dumps({"k": k, "members": runs}, indent=2)))
+    atomic_write(out.ensemble, lambda tmp: Path(tmp).write_text(json.dumps({"k": k, "members": runs}, indent=2)))
     return paths

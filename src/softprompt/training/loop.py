@@ -20,24 +20,26 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from softprompt.files import atomic_write
+from softprompt.errors import SoftpromptError
+from softprompt.files import atomic_write, publish_folder
 from softprompt.model.attention import training_attention
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import SoftPrompt
 from softprompt.scoring.objectives import target_prefix
 from softprompt.tasks.base import Example, Task
 from softprompt.training.batching import epoch_batches, split_micro
-from softprompt.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from softprompt.training.checkpoint import load_checkpoint, save_checkpoint
 from softprompt.training.config import ConfigError, Loss, Method, TrainConfig
 from softprompt.training.init import make_prompt
 from softprompt.training.optimizers import make_optimizer, set_lr
 from softprompt.training.rows import Row, encode_rows, step_loss
+from softprompt.training.rundir import RunDir
 from softprompt.training.state import TrainState
 
 __all__ = ["Row", "TrainResult", "TrainState", "TrainingError", "encode_rows", "step_loss", "train"]
 
 
-class TrainingError(__import__("softprompt.errors").errors.SoftpromptError, RuntimeError):
+class TrainingError(SoftpromptError, RuntimeError):
     """The run cannot go on (diverged, no data); the message says what to change."""
 
 
@@ -63,15 +65,11 @@ class _Run:
     prompt: SoftPrompt | None
     named: dict[str, torch.Tensor]
     optimizer: torch.optim.Optimizer
-    out: Path
+    dir: RunDir
     rank: int
     world: int
     started: float
     autocast: bool
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.out / CHECKPOINT_NAME
 
 
 def distributed() -> tuple[int, int]:
@@ -107,7 +105,7 @@ def train(
     # 2. What learns: the prompt (fp32), or every weight of the model.
     prompt, named = _learners(cfg, fm, task, train_examples)
     run = _Run(cfg, fm, task, rows, val_examples, prompt, named, make_optimizer(list(named.values()), cfg),
-               Path(cfg.out), rank, world, started, _autocast(cfg, fm))
+               RunDir(cfg.out), rank, world, started, _autocast(cfg, fm))
 
     # 3. Fresh start or resume from the last checkpoint.
     state = _start(run, resume)
@@ -126,11 +124,12 @@ def train(
         if (cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == cfg.steps or out_of_time:
             _evaluate_and_keep(run, state, record)  # 4c. evaluate, keep the best, count patience
         if rank == 0:  # 4d. log, and checkpoint when due (always before stopping)
-            _append_log(run.out / "metrics.jsonl", record)
+            _append_log(run.dir.metrics, record)
             if state.step % checkpoint_every == 0 or state.step == cfg.steps or state.stopped_early or out_of_time:
                 state.seconds = round(time.time() - run.started, 3)
-                save_checkpoint(run.checkpoint, named, run.optimizer, state.to_counters())
-                _save_trained(fm, prompt, run.out, "last", {"step": state.step})
+                save_checkpoint(run.dir.checkpoint, named, run.optimizer, state.to_counters())
+                if prompt is not None:  # model tuning keeps its best weights only (they are the model's size)
+                    _save_prompt(prompt, run.dir.last_prompt, {"step": state.step})
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_s']:.1f}",
                         best=state.best if state.best is None else f"{state.best:.4f}")
@@ -221,20 +220,20 @@ def _start(run: _Run, resume: bool) -> TrainState:
     """A fresh state and a clean run folder, or the state, weights and optimizer of the last checkpoint."""
     state = TrainState()
     if resume:
-        if not run.checkpoint.is_file():
-            raise TrainingError(f"nothing to resume: {run.checkpoint} does not exist")
-        state = TrainState.from_counters(load_checkpoint(run.checkpoint, run.named, run.optimizer))
+        if not run.dir.checkpoint.is_file():
+            raise TrainingError(f"nothing to resume: {run.dir.checkpoint} does not exist")
+        state = TrainState.from_counters(load_checkpoint(run.dir.checkpoint, run.named, run.optimizer))
         # --max-minutes is the run's budget, not each process's: the time up to the checkpoint stays spent.
         run.started -= state.seconds
         # A resumed run takes the lr of its config (it may lower it, e.g. after a divergence): set each step.
-        _truncate_log(run.out / "metrics.jsonl", state.step)
+        _truncate_log(run.dir.metrics, state.step)
     if run.rank == 0:
-        run.out.mkdir(parents=True, exist_ok=True)
-        run.cfg.save(run.out / "config.yaml")
+        run.dir.root.mkdir(parents=True, exist_ok=True)
+        run.cfg.save(run.dir.config)
         if not resume:
-            _truncate_log(run.out / "metrics.jsonl", 0)  # a fresh start in a used folder must not append to its log
+            _truncate_log(run.dir.metrics, 0)  # a fresh start in a used folder must not append to its log
             if run.prompt is not None:
-                run.prompt.save(run.out / "init.safetensors")  # the untrained prompt: interpretability compares before/after
+                run.prompt.save(run.dir.init_prompt)  # the untrained prompt: interpretability compares before/after
     return state
 
 
@@ -259,7 +258,7 @@ def _step(run: _Run, state: TrainState, batch: list[int]) -> dict[str, Any]:
     # A NaN/inf loss stops the run before it can poison the prompt; the last checkpoint stays.
     if not math.isfinite(loss_value):
         raise TrainingError(
-            f"loss became {loss_value} at step {state.step + 1}; the last good checkpoint is {run.checkpoint}. "
+            f"loss became {loss_value} at step {state.step + 1}; the last good checkpoint is {run.dir.checkpoint}. "
             "Lower --lr or use --optimizer adamw, then --resume or start again."
         )
     lr = cfg.lr_at(state.step)
@@ -268,7 +267,7 @@ def _step(run: _Run, state: TrainState, batch: list[int]) -> dict[str, Any]:
     if not all(torch.isfinite(p).all() for p in run.named.values()):
         raise TrainingError(
             f"the update at step {state.step + 1} produced NaN/inf weights (lr {cfg.learning_rate} is too "
-            f"high?); the last good checkpoint is {run.checkpoint}. Lower --lr, then --resume or start again."
+            f"high?); the last good checkpoint is {run.dir.checkpoint}. Lower --lr, then --resume or start again."
         )
     state.step += 1
     state.batch += 1
@@ -288,7 +287,7 @@ def _evaluate_and_keep(run: _Run, state: TrainState, record: dict[str, Any]) -> 
     if state.best is None or metric > state.best:
         state.best, state.best_step, state.bad_evals = metric, state.step, 0
         if run.rank == 0:
-            _save_trained(run.fm, run.prompt, run.out, "prompt", {"metrics": result.metrics, "step": state.step})
+            _save_best(run, {"metrics": result.metrics, "step": state.step})
     else:
         state.bad_evals += 1
     state.stopped_early = run.cfg.patience is not None and state.bad_evals >= run.cfg.patience
@@ -296,7 +295,7 @@ def _evaluate_and_keep(run: _Run, state: TrainState, record: dict[str, Any]) -> 
 
 def _finish(run: _Run, state: TrainState) -> TrainResult:
     """Write summary.json (rank 0), leave the process group, and say where the best weights are."""
-    best_path = run.out / ("prompt.safetensors" if run.prompt is not None else "model")
+    best_path = run.dir.best_weights(prompt_tuning=run.prompt is not None)
     summary = {
         "task": run.task.name, "method": run.cfg.method.value, "main_metric": run.task.main_metric,
         "best_metric": state.best, "best_step": state.best_step, "steps_done": state.step,
@@ -305,27 +304,29 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
         "train_examples": len(run.rows),
     }
     if run.rank == 0:
-        atomic_write(run.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+        atomic_write(run.dir.summary, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     if run.world > 1:
         dist.destroy_process_group()
-    return TrainResult(state.best, state.best_step, state.step, summary["wall_seconds"], best_path, run.out)
+    return TrainResult(state.best, state.best_step, state.step, summary["wall_seconds"], best_path, run.dir.root)
 
 
-def _save_trained(fm: FrozenModel, prompt: SoftPrompt | None, out: Path, which: str, meta: dict[str, Any]) -> None:
-    """Prompt tuning: `{which}.safetensors`. Model tuning: a save_pretrained dir `model/` (best only)."""
-    if prompt is not None:
-        prompt.metadata.update(meta)
-        prompt.save(out / f"{which}.safetensors")
-    elif which == "prompt":
-        tmp = out / "model.tmp"
+def _save_best(run: _Run, meta: dict[str, Any]) -> None:
+    """The new best: the prompt file, or for model tuning a save_pretrained folder published whole."""
+    if run.prompt is not None:
+        _save_prompt(run.prompt, run.dir.best_prompt, meta)
+        return
+    fm = run.fm
+
+    def build(tmp: Path) -> None:
         fm.model.save_pretrained(tmp)
         fm.tokenizer.save_pretrained(tmp)
-        final = out / "model"
-        if final.exists():
-            import shutil
 
-            shutil.rmtree(final)
-        tmp.rename(final)
+    publish_folder(build, run.dir.model)
+
+
+def _save_prompt(prompt: SoftPrompt, path: Path, meta: dict[str, Any]) -> None:
+    prompt.metadata.update(meta)  # what it was saved for: step, and the metrics of a best prompt
+    prompt.save(path)
 
 
 def _append_log(path: Path, record: dict[str, Any]) -> None:
