@@ -40,11 +40,6 @@ def flat(rows):
     return [x for row in rows for x in row]
 
 
-@pytest.fixture(scope="module")
-def fm():
-    return tiny_causal()
-
-
 @pytest.fixture()
 def fm_the():
     return prefers(tiny_causal(), "the")

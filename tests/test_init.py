@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny_causal
 
 from softprompt.training.init import InitError, common_token_ids, embed_ids, label_token_ids, make_prompt
-
-
-@pytest.fixture(scope="module")
-def fm():
-    return tiny_causal()
 
 
 def test_random_uniform_range_and_shape(fm):

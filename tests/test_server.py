@@ -313,6 +313,7 @@ def test_queue_timeout_and_full_queue_get_503(fm, tmp_path):
         running.stop()
 
 
+@pytest.mark.integration  # a `softprompt serve` subprocess
 def test_cli_serve_in_a_subprocess(model_dir, fm, tmp_path):
     """`softprompt serve` as users start it: loopback, the limits from flags, SIGTERM shuts it down."""
     make_prompt(fm, 4, "class-labels", labels=["negative", "positive"], task="sst2").save(tmp_path / "sst2.safetensors")
@@ -352,6 +353,7 @@ def test_bad_settings_are_refused_with_the_values():
 # ------------------------------------------------------------------------------------------------ load
 
 
+@pytest.mark.integration  # hundreds of concurrent requests
 def test_bounded_load_run_has_zero_errors(live):
     """16 concurrent clients, 500 mixed-task requests (10% generation); throughput and p50/p99 printed."""
     n_clients, n_requests = 16, 500
@@ -392,6 +394,7 @@ def test_bounded_load_run_has_zero_errors(live):
 # ------------------------------------------------------------------------------------------------ fuzz
 
 
+@pytest.mark.integration  # fuzz
 def test_schemathesis_fuzz_never_5xx(live):
     """Schema-driven fuzzing of every operation in /openapi.json: valid and deliberately invalid data.
 
@@ -433,6 +436,7 @@ BODIES = (
 )
 
 
+@pytest.mark.integration  # fuzz
 def test_hypothesis_fuzz_raw_bodies_never_5xx(live):
     with httpx.Client(base_url=live.url, timeout=30) as c:
 

@@ -1,4 +1,5 @@
-"""Every built-in task's formatter on real rows of the benchmark data, and user task files."""
+"""Every built-in task's formatter on real rows of the benchmark data (the `real_data` fixture: skipped
+without it), the shipped tiny SST-2 and MR files, and user task files."""
 
 from __future__ import annotations
 
@@ -17,11 +18,8 @@ from softprompt.tasks import (
     load_task_file,
 )
 from softprompt.tasks.base import ANSWER_CUE
-from softprompt.tasks.data import resolve_data_dir
 from softprompt.tasks.qa import is_train_passage
 
-DATA = resolve_data_dir()
-needs_data = pytest.mark.skipif(DATA is None or not (DATA / "RTE").is_dir(), reason="benchmark data dir not found")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 # (task, split, index) -> (input text, target): real rows checked by eye against the files.
@@ -62,13 +60,12 @@ def test_registry_names_and_unknown_task_hint():
         get_task("sst-3")
 
 
-@needs_data
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_every_task_formats_real_rows(name):
+def test_every_task_formats_real_rows(name, real_data):
     task = get_task(name)
     assert task.main_metric
     for split in ("train", "validation"):
-        examples = task.examples(split, DATA, limit=20)
+        examples = task.examples(split, real_data, limit=20)
         assert len(examples) == 20
         for ex in examples:
             body = ex.input_text.removesuffix(ANSWER_CUE)
@@ -85,23 +82,20 @@ def test_every_task_formats_real_rows(name):
         assert perfect[task.main_metric] == pytest.approx(1.0)
 
 
-@needs_data
 @pytest.mark.parametrize(("key", "expected"), list(KNOWN.items()), ids=["-".join(map(str, k)) for k in KNOWN])
-def test_known_rows(key, expected):
+def test_known_rows(key, expected, real_data):
     name, split, index = key
-    ex = get_task(name).examples(split, DATA, limit=index + 1)[index]
+    ex = get_task(name).examples(split, real_data, limit=index + 1)[index]
     assert (ex.input_text, ex.target_text) == (expected[0] + ANSWER_CUE, expected[1])
 
 
-@needs_data
 @pytest.mark.parametrize(("key", "size"), list(SIZES.items()), ids=["-".join(k) for k in SIZES])
-def test_split_sizes_match_the_published_counts(key, size):
-    assert len(get_task(key[0]).examples(key[1], DATA)) == size
+def test_split_sizes_match_the_published_counts(key, size, real_data):
+    assert len(get_task(key[0]).examples(key[1], real_data)) == size
 
 
-@needs_data
-def test_multirc_groups_are_questions():
-    examples = get_task("multirc").examples("validation", DATA)
+def test_multirc_groups_are_questions(real_data):
+    examples = get_task("multirc").examples("validation", real_data)
     assert len({e.group for e in examples}) == 953
     first = [e for e in examples if e.group == "0-0"]
     assert [e.target_text for e in first] == ["False", "True", "True", "False"]
@@ -109,26 +103,23 @@ def test_multirc_groups_are_questions():
                                         "use to pick it up? answer: Yes" + ANSWER_CUE)
 
 
-@needs_data
-def test_record_is_marked_sample_only_and_ranks_entities():
+def test_record_is_marked_sample_only_and_ranks_entities(real_data):
     task = get_task("record")
-    ex = task.examples("validation", DATA, limit=1)[0]
+    ex = task.examples("validation", real_data, limit=1)[0]
     assert "@highlight" not in ex.input_text and "@placeholder" in ex.input_text
     assert ex.answers == ["Benazir Bhutto", "Bhutto"] and set(ex.answers) <= set(ex.choices)
     assert task.compute_metrics(["Bhutto"], [ex]) == {"em": 1.0, "f1": 1.0, "sample_only": 1.0}
 
 
-@needs_data
-def test_wsc_marks_the_pronoun():
-    examples = get_task("wsc").examples("train", DATA)
+def test_wsc_marks_the_pronoun(real_data):
+    examples = get_task("wsc").examples("train", real_data)
     marked = sum("*" in e.input_text.split(" question: ")[0] for e in examples)
     assert marked >= 545  # 548/554 official spans match their word index; the rest stay unmarked
 
 
-@needs_data
-def test_squad_split_is_by_passage_and_covers_the_dev_file():
+def test_squad_split_is_by_passage_and_covers_the_dev_file(real_data):
     task = get_task("squad")
-    train, test = task.examples("train", DATA), task.examples("validation", DATA)
+    train, test = task.examples("train", real_data), task.examples("validation", real_data)
     assert len(train) + len(test) == 10507
     context = lambda e: e.input_text.split(" question: ")[0]  # noqa: E731
     assert not {context(e) for e in train} & {context(e) for e in test}
@@ -136,20 +127,34 @@ def test_squad_split_is_by_passage_and_covers_the_dev_file():
     assert is_train_passage({"context": "  same   text "}) == is_train_passage({"context": "same text"})
 
 
-@needs_data
-def test_sentiment_jsonl_quoting_is_undone():
-    examples = get_task("mr").examples("train", DATA)
+def test_sentiment_jsonl_quoting_is_undone(real_data):
+    examples = get_task("mr").examples("train", real_data)
     texts = [e.input_text for e in examples]
     assert ('sentence: " analyze that " is one of those crass , contrived sequels that not only fails on its own , '
             "but makes you second-guess your affection for the original ." + ANSWER_CUE) in texts
     assert not any('""' in t for t in texts)
 
 
-@needs_data
-def test_fewshot_splits():
-    assert len(get_task("rte").examples("fewglue-train", DATA)) == 32
-    assert len(get_task("qqp").examples("k16-13-train", DATA)) == 32
-    assert len(get_task("cr").examples("k16-42-dev", DATA)) == 32
+def test_fewshot_splits(real_data):
+    assert len(get_task("rte").examples("fewglue-train", real_data)) == 32
+    assert len(get_task("qqp").examples("k16-13-train", real_data)) == 32
+    assert len(get_task("cr").examples("k16-42-dev", real_data)) == 32
+
+
+def test_sst2_and_mr_read_the_shipped_tiny_files():
+    """tests/data has the benchmark's layout and columns (SST-2 tsv: sentence, label, a space before the tab;
+    MR test.csv: label, quoted sentence), so the tests that train on it read it through the real formatters."""
+    from tiny import TINY_DATA
+
+    task = get_task("sst2")
+    train, dev = task.examples("train", TINY_DATA), task.examples("validation", TINY_DATA)
+    assert (len(train), len(dev)) == (80, 24)
+    assert (dev[0].input_text, dev[0].target_text) == ("sentence: nothing here works" + ANSWER_CUE, "negative")
+    for examples in (train, dev):  # balanced: a tiny model's accuracy is not just the label prior
+        assert [e.target_text for e in examples].count("positive") * 2 == len(examples)
+    mr = get_task("mr").examples("validation", TINY_DATA)
+    assert len(mr) == 12
+    assert mr[3].input_text == "sentence: it's the kind of comedy that explains every joke , twice ." + ANSWER_CUE
 
 
 def test_unknown_split_lists_the_splits():

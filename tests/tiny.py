@@ -1,9 +1,13 @@
-"""Tiny random models built from a config, with a real BPE tokenizer trained in memory.
+"""Tiny random models built from a config, with a real BPE tokenizer trained in memory, and a tiny data set.
 
 They run the same code paths as the real models (Llama, Gemma-3, T5) in milliseconds, so most tests use them.
+Plain functions rather than fixtures: tests build fresh ones (other seeds, dtypes, BOS rules), and the
+subprocess scripts of the resume and DDP tests import them too; `conftest.fm` is the common default.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -18,6 +22,11 @@ from transformers import (
 )
 
 from softprompt.model.frozen import FrozenModel
+
+# A data dir in the benchmark's layout with made-up rows: SST-2/{train,dev}.tsv (80 / 24 sentences, balanced,
+# about a third long enough for min_input_tokens tests) and MR/test.csv (the MR validation split, 12 rows).
+# For tests that need the format, not the real numbers.
+TINY_DATA = Path(__file__).resolve().parent / "data"
 
 CORPUS = [
     "the movie was great and the actors were wonderful",
