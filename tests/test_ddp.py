@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_causal
+from tiny import TINY_DATA, tiny_causal
 
 from softprompt.model.prompt import SoftPrompt
 from softprompt.training.config import TrainConfig
@@ -29,8 +29,6 @@ from softprompt.training.init import make_prompt
 from softprompt.training.loop import train
 from softprompt.training.rundir import RunDir
 
-DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-needs_data = pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").is_file(), reason="../shared/data not present")
 TOLERANCE = 1e-5
 
 # Each rank saves the prompt it trained: train() writes files on rank 0 only, so the worker keeps a handle on
@@ -62,7 +60,7 @@ made[0].save(os.path.join({out!r}, f"rank{{rank}}.safetensors"))  # safetensors:
 
 def config(out: Path) -> TrainConfig:
     return TrainConfig(task="sst2", train_limit=32, batch_size=8, steps=4, prompt_length=4, init="random-uniform",
-                       eval_limit=16, data_dir=str(DATA), out=str(out), seed=3, threads=1)
+                       eval_limit=16, data_dir=str(TINY_DATA), out=str(out), seed=3, threads=1)
 
 
 def free_port() -> int:
@@ -86,7 +84,7 @@ def single_process(tmp_path_factory) -> torch.Tensor:
     return SoftPrompt.load(RunDir(result.out_dir).last_prompt).embeddings
 
 
-@needs_data
+@pytest.mark.integration  # launches 2-rank torchrun / accelerate jobs
 @pytest.mark.parametrize("launch", [
     "torchrun",
     pytest.param("accelerate", marks=pytest.mark.skipif(importlib.util.find_spec("accelerate") is None,

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_causal
+from tiny import TINY_DATA, tiny_causal
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from softprompt.experiments.cost import cost_report
@@ -19,8 +18,6 @@ from softprompt.experiments.studies import Kind, StudyError, load_studies, load_
 from softprompt.model.frozen import FrozenModel
 from softprompt.training.rundir import RunDir
 
-DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-needs_data = pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").is_file(), reason="../shared/data not present")
 REPO_STUDIES = Path(__file__).resolve().parents[1] / "experiments" / "studies"
 
 BUDGET = "{steps: 2, batch_size: 4, eval_every: 1, eval_limit: 8, train_limit: 16, lr_model_tuning: 1.0e-3}"
@@ -76,7 +73,6 @@ def test_repository_studies_expand():
     assert {v.model for v in quick} == {"default"} and all(v.budget.get("steps", 2) == 2 for v in quick)
 
 
-@needs_data
 def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
     root = tmp_path / "experiments"
     write_study(root / "studies", "alpha", "  - {task: sst2, prompt_length: 4, method: [prompt-tuning, model-tuning, zero-shot, few-shot], shots: 1}\n"
@@ -86,7 +82,7 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
     studies = load_studies(root / "studies")
     paths = ResultPaths(root)
     lines: list[str] = []
-    first = run_variants(select(studies, ["alpha"]), paths, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
+    first = run_variants(select(studies, ["alpha"]), paths, data_dir=str(TINY_DATA), loader=tiny_loader, log=lines.append)
     assert len(first.done) == 4 and list(first.failed) == ["tiny__nosuchtask__zero-shot"]
     assert "unknown task" in first.failed["tiny__nosuchtask__zero-shot"].lower()
 
@@ -103,13 +99,13 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
     assert mt["method"] == "model-tuning" and mt["steps"] == 2
     assert not RunDir(root / "runs" / "tiny__sst2__mt__s0").model.exists()  # weights dropped, numbers kept
 
-    again = run_variants(select(studies, ["alpha"]), paths, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
+    again = run_variants(select(studies, ["alpha"]), paths, data_dir=str(TINY_DATA), loader=tiny_loader, log=lines.append)
     assert len(again.skipped) == 4 and not again.done
 
     # beta's plain variant is alpha's: copied. Its transfer variant trains nothing new (same run folder).
     best = RunDir(root / "runs" / "tiny__sst2__pt__p4__class-labels__s0").best_prompt
     mtime = best.stat().st_mtime_ns
-    beta = run_variants(select(studies, ["beta"]), paths, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
+    beta = run_variants(select(studies, ["beta"]), paths, data_dir=str(TINY_DATA), loader=tiny_loader, log=lines.append)
     assert beta.reused == ["tiny__sst2__pt__p4__class-labels__s0"]
     assert beta.done == ["tiny__sst2__pt__p4__class-labels__s0__to-mr"]
     assert best.stat().st_mtime_ns == mtime
@@ -123,12 +119,11 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
     target.write_text("{half")
     variant = next(v for v in select(studies, ["alpha"]) if v.id == "tiny__sst2__zero-shot")
     assert status(paths, variant) == "todo"
-    redo = run_variants([variant], paths, data_dir=str(DATA), loader=tiny_loader, log=lines.append)
+    redo = run_variants([variant], paths, data_dir=str(TINY_DATA), loader=tiny_loader, log=lines.append)
     assert redo.done == ["tiny__sst2__zero-shot"] and json.loads(target.read_text())["method"] == "zero-shot"
 
 
-@needs_data
-def test_majority_variant_needs_no_model_and_scores_the_most_common_training_class(tmp_path):
+def test_majority_variant_needs_no_model_and_scores_the_most_common_training_class(tmp_path, real_data):
     from softprompt.evaluation.baselines import majority_index
     from softprompt.tasks import get_task
 
@@ -138,24 +133,23 @@ def test_majority_variant_needs_no_model_and_scores_the_most_common_training_cla
     def no_model(name: str, dtype: str | None = None) -> FrozenModel:
         raise AssertionError("the majority baseline must not load a model")
 
-    summary = run_variants(select(load_studies(root / "studies"), ["base"]), ResultPaths(root), data_dir=str(DATA),
+    summary = run_variants(select(load_studies(root / "studies"), ["base"]), ResultPaths(root), data_dir=str(real_data),
                            loader=no_model, log=lambda _: None)
     assert summary.done == ["tiny__mrpc__majority", "tiny__copa__majority"] and not summary.failed
     mrpc = json.loads((root / "results" / "base" / "tiny__mrpc__majority.json").read_text())
     # MRPC's training split is 68% paraphrases: the baseline answers "equivalent" for every pair.
-    assert mrpc["majority"] == "equivalent" and majority_index(get_task("mrpc"), DATA) == 1
-    gold = [ex.target_text for ex in get_task("mrpc").examples("validation", DATA, limit=8)]
+    assert mrpc["majority"] == "equivalent" and majority_index(get_task("mrpc"), real_data) == 1
+    gold = [ex.target_text for ex in get_task("mrpc").examples("validation", real_data, limit=8)]
     assert mrpc["metrics"]["all"]["accuracy"] == pytest.approx(gold.count("equivalent") / 8)
     assert mrpc["metrics"]["answers"] == {"equivalent": 8}
     copa = json.loads((root / "results" / "base" / "tiny__copa__majority.json").read_text())
     assert copa["majority"] in ("choice 1", "choice 2") and 0 < copa["metrics"]["main"] < 1
 
 
-@needs_data
 def test_ensemble_variant_reports_members_and_vote(tmp_path):
     root = tmp_path / "experiments"
     write_study(root / "studies", "ens", "  - {task: sst2, method: ensemble, k: 2, prompt_length: 2}")
-    summary = run_variants(select(load_studies(root / "studies"), ["ens"]), ResultPaths(root), data_dir=str(DATA),
+    summary = run_variants(select(load_studies(root / "studies"), ["ens"]), ResultPaths(root), data_dir=str(TINY_DATA),
                            loader=tiny_loader, log=lambda _: None)
     assert summary.done == ["tiny__sst2__ensemble__p2__class-labels__k2__s0"]
     result = json.loads((root / "results" / "ens" / f"{summary.done[0]}.json").read_text())

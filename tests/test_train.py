@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_causal
+from tiny import TINY_DATA, tiny_causal
 
 from softprompt.model.prompt import SoftPrompt
 from softprompt.scoring import Encoded
@@ -19,18 +18,14 @@ from softprompt.training.config import ConfigError, TrainConfig
 from softprompt.training.loop import Row, TrainingError, encode_rows, step_loss, train
 from softprompt.training.rundir import RunDir
 
-DATA = Path(os.environ.get("SOFTPROMPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-needs_data = pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").is_file(), reason="../shared/data not present")
-
 
 def config(tmp_path: Path, **overrides) -> TrainConfig:
     base = dict(task="sst2", prompt_length=4, batch_size=8, steps=6, eval_every=3, eval_limit=16,
-                train_limit=64, data_dir=str(DATA), out=str(tmp_path / "run"), init="random-uniform", seed=1)
+                train_limit=64, data_dir=str(TINY_DATA), out=str(tmp_path / "run"), init="random-uniform", seed=1)
     base.update(overrides)
     return TrainConfig(**base)
 
 
-@needs_data
 def test_training_lowers_the_loss_and_writes_its_files(tmp_path):
     fm = tiny_causal()
     result = train(config(tmp_path, steps=12, lr=0.3, train_limit=16, batch_size=8), fm=fm, progress=False)
@@ -72,7 +67,6 @@ def test_train_on_injected_examples_needs_no_benchmark_files(tmp_path):
     assert summary["task"] == "tiny-choice" and summary["train_examples"] == 8
 
 
-@needs_data
 def test_gradient_accumulation_gives_the_same_prompt(tmp_path):
     one = train(config(tmp_path / "a", grad_accum=1), fm=tiny_causal(), progress=False)
     four = train(config(tmp_path / "b", grad_accum=4), fm=tiny_causal(), progress=False)
@@ -81,7 +75,6 @@ def test_gradient_accumulation_gives_the_same_prompt(tmp_path):
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-@needs_data
 def test_rank_loss_trains(tmp_path):
     result = train(config(tmp_path, loss="rank", optimizer="adamw", lr=0.05), fm=tiny_causal(), progress=False)
     assert result.steps_done == 6 and result.best_metric is not None
@@ -106,7 +99,6 @@ def test_one_token_choices_share_one_row_and_the_rank_loss_is_unchanged():
     assert len(long.choices) == 2 and all(c.read_ids is None for c in long.choices)
 
 
-@needs_data
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     fm = tiny_causal()
     good = train(config(tmp_path, steps=2, eval_every=2), fm=fm, progress=False)
@@ -150,7 +142,7 @@ train(cfg, fm=tiny_causal(), resume={resume}, progress=False, on_step=kill_at({k
 """
 
 
-@needs_data
+@pytest.mark.integration  # two training subprocesses, one killed with SIGKILL
 @pytest.mark.parametrize("recipe", [{}, {"optimizer": "adamw", "lr": 0.05, "lr_schedule": "linear"}],
                          ids=["adafactor-constant", "adamw-linear"])
 def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path, recipe):
@@ -178,7 +170,6 @@ def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path, recipe):
     assert steps == list(range(1, 11))  # the step logged after the checkpoint was redone, not duplicated
 
 
-@needs_data
 def test_a_fresh_start_in_a_used_folder_starts_a_fresh_log(tmp_path):
     train(config(tmp_path, steps=4), fm=tiny_causal(), progress=False)
     result = train(config(tmp_path, steps=3), fm=tiny_causal(), progress=False)
@@ -186,14 +177,12 @@ def test_a_fresh_start_in_a_used_folder_starts_a_fresh_log(tmp_path):
     assert log == [1, 2, 3]
 
 
-@needs_data
 def test_linear_schedule_decays_the_lr_to_zero_at_the_last_step(tmp_path):
     result = train(config(tmp_path, optimizer="adamw", lr=0.06, lr_schedule="linear"), fm=tiny_causal(), progress=False)
     log = [json.loads(line) for line in RunDir(result.out_dir).metrics.read_text().splitlines()]
     assert [r["lr"] for r in log] == pytest.approx([0.06 * (1 - k / 6) for k in range(6)])
 
 
-@needs_data
 def test_time_budget_stops_after_evaluating_and_checkpointing(tmp_path):
     result = train(config(tmp_path, steps=50, eval_every=10, max_minutes=0.0), fm=tiny_causal(), progress=False)
     assert result.steps_done == 1 and result.best_step == 1  # evaluated at the stop, not lost
@@ -201,7 +190,6 @@ def test_time_budget_stops_after_evaluating_and_checkpointing(tmp_path):
     assert json.loads(RunDir(result.out_dir).summary.read_text())["stopped_early"] is True
 
 
-@needs_data
 def test_a_resumed_run_counts_the_time_spent_before_its_checkpoint(tmp_path):
     """--max-minutes bounds the whole run, not each process: a checkpoint that records 40 minutes spent, resumed
     with a 30-minute budget, stops after one step (10 more tiny-model steps would take well under a second)."""
@@ -221,7 +209,6 @@ def test_a_resumed_run_counts_the_time_spent_before_its_checkpoint(tmp_path):
     assert json.loads(RunDir(resumed.out_dir).summary.read_text())["wall_seconds"] >= 40 * 60
 
 
-@needs_data
 def test_min_input_tokens_trains_on_the_longer_examples_only(tmp_path):
     from softprompt.scoring import encode_pair
     from softprompt.tasks import get_task
@@ -229,7 +216,7 @@ def test_min_input_tokens_trains_on_the_longer_examples_only(tmp_path):
 
     fm = tiny_causal()
     cfg = config(tmp_path, steps=1, eval_every=0, train_limit=64, min_input_tokens=40)
-    examples = get_task("sst2").examples("train", DATA)
+    examples = get_task("sst2").examples("train", TINY_DATA)
     keep = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed))[:64].tolist()
     long = sum(len(encode_pair(fm, examples[i].input_text, "x").input_ids) >= 40 for i in keep)
     assert 8 <= long < 64 and len(encode_rows(fm, [examples[i] for i in keep], cfg)) == 64
