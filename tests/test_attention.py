@@ -6,16 +6,22 @@ import pytest
 import torch
 from tiny import tiny_causal
 
-from softprompt.model.attention import TRAINING_ATTENTION_CPU, training_attention
+from softprompt.model.attention import KERNELS, training_attention
 from softprompt.scoring import encode_pair, target_logprobs
 from softprompt.training.init import make_prompt
+
+EAGER = "eager"  # the kernel `--attention eager` selects
+
+
+def test_eager_is_an_attention_choice():
+    assert EAGER in KERNELS
 
 
 def prompt_grad(fm, prompt, pairs, switched: bool) -> torch.Tensor:
     prompt.embeddings.grad = None
     if switched:
-        with training_attention(fm, TRAINING_ATTENTION_CPU):
-            assert fm.model.config._attn_implementation == TRAINING_ATTENTION_CPU
+        with training_attention(fm, EAGER):
+            assert fm.model.config._attn_implementation == EAGER
             loss = -torch.cat(target_logprobs(fm, pairs, prompt)).sum()
     else:
         loss = -torch.cat(target_logprobs(fm, pairs, prompt)).sum()
@@ -39,7 +45,7 @@ def test_training_attention_gives_the_sdpa_gradients_and_switches_back():
 def test_the_kernel_is_restored_when_the_step_fails():
     fm = tiny_causal()
     fm.model.set_attn_implementation("sdpa")
-    with pytest.raises(RuntimeError), training_attention(fm, TRAINING_ATTENTION_CPU):
+    with pytest.raises(RuntimeError), training_attention(fm, EAGER):
         raise RuntimeError("loss exploded")
     assert fm.model.config._attn_implementation == "sdpa"
 

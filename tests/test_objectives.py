@@ -19,7 +19,6 @@ from softprompt.scoring.objectives import (
     SENTINEL,
     ObjectiveError,
     sentinel_id,
-    sentinel_target,
     strip_sentinels,
     target_prefix,
 )
@@ -75,8 +74,8 @@ def test_sentinel_target_encoding_starts_with_the_sentinel_id():
     fm = tiny_t5_sentinels()
     sid = sentinel_id(fm)
     assert sid == fm.tokenizer.convert_tokens_to_ids(SENTINEL)
-    assert sentinel_target(fm, "positive") == "<extra_id_0> positive"
-    enc = encode_pair(fm, "sentence : a fine day", sentinel_target(fm, "positive"))
+    assert target_prefix(fm) + "positive" == "<extra_id_0> positive"  # as training builds its targets
+    enc = encode_pair(fm, "sentence : a fine day", target_prefix(fm) + "positive")
     plain = encode_pair(fm, "sentence : a fine day", " positive")
     assert enc.target_ids[0] == sid and enc.target_ids[1:] == plain.target_ids  # sentinel, label, EOS
     assert enc.target_ids[-1] == fm.tokenizer.eos_token_id

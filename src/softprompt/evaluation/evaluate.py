@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from softprompt.evaluation.baselines import design_inputs
-from softprompt.tasks.base import Example, Mode, Task, TaskError
+from softprompt.tasks.base import QA_MAX_NEW_TOKENS, Example, Mode, Task, TaskError
 from softprompt.tasks.metrics import exact_match
 
 if TYPE_CHECKING:
     from softprompt.model.frozen import FrozenModel
     from softprompt.model.prompt import SoftPrompt
 
-QA_MAX_NEW_TOKENS = 32
 CHUNK_EXAMPLES = 64  # examples per scoring call: big enough for length-sorted batches, small for progress
 
 

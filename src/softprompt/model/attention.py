@@ -26,7 +26,6 @@ from contextlib import contextmanager
 
 from softprompt.model.frozen import FrozenModel
 
-TRAINING_ATTENTION_CPU = "eager"  # what `--attention eager` selects
 KERNELS = ("split", "sdpa", "eager")  # --attention choices; "split" (default) = SDPA forward + matmul backward
 
 

@@ -57,11 +57,6 @@ def target_prefix(fm: FrozenModel, enabled: bool = True) -> str:
     return SENTINEL + " "
 
 
-def sentinel_target(fm: FrozenModel, text: str) -> str:
-    """`text` as a span-corruption target: `"<extra_id_0> text"`."""
-    return target_prefix(fm) + text
-
-
 def strip_sentinels(text: str) -> str:
     """A generated target back to its answer: drop the leading sentinel and cut at the next one
     ("<extra_id_0> positive <extra_id_1> ..." -> "positive")."""

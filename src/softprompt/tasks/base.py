@@ -60,6 +60,7 @@ class Example:
 
 Formatter = Callable[[dict[str, Any]], list[Example]]
 ANSWER_CUE = "\nanswer:"
+QA_MAX_NEW_TOKENS = 32  # tokens generated for a free-text answer (QA tasks; evaluation and ensembles alike)
 
 
 @dataclass

@@ -177,12 +177,6 @@ def _hub_multirc(row: dict[str, Any]) -> dict[str, Any]:
     return {"idx": idx["paragraph"], "passage": {"text": row["paragraph"], "questions": [question]}}
 
 
-def _hub_record(row: dict[str, Any]) -> dict[str, Any]:
-    qa = {"query": row["query"], "answers": [{"text": a} for a in row["answers"]], "idx": row["idx"]["query"]}
-    return {"idx": row["idx"]["passage"], "passage": {"text": row["passage"], "entities": []},
-            "entity_texts": row["entities"], "qas": [qa]}
-
-
 def _hub(name: str, row_map: Any) -> HubSource:
     return HubSource(HUB_ID, name, HUB_SPLITS, row_map)
 

@@ -39,7 +39,7 @@ def embed_ids(fm: FrozenModel, ids: Sequence[int]) -> torch.Tensor:
 
 
 def label_token_ids(fm: FrozenModel, label: str) -> list[int]:
-    """A label word tokenized as it appears as a target: after a space (see scoring.target_ids)."""
+    """A label word tokenized as it appears as a target: after a space (see scoring.encode_pair)."""
     return fm.tokenizer(" " + label.strip(), add_special_tokens=False).input_ids
 
 
