@@ -1,22 +1,14 @@
 """Which attention kernel a frozen model runs while a prompt trains.
 
-On CPU, PyTorch's fused SDPA kernel (`_scaled_dot_product_flash_attention_for_cpu`) is fast forward but its
-backward is not: in one training step of SmolLM2-135M (B = 8, 128 input tokens, P = 20, bf16, 2 cores) it
-took 24% of the step (513 ms of 2.14 s, torch.profiler), against 7% for transformers' "eager" attention
-(matmul + softmax). Forward only, SDPA stays ahead for long inputs (300 tokens: 2.59 s vs 2.82 s per batch
-of 8), so evaluation and serving keep it; on GPUs SDPA is kept throughout.
-
-Precision: eager rounds the scores and probabilities to bf16 where SDPA keeps them in fp32. We measured
-whether that matters: the prompt gradient of a QQP batch has cosine 0.9992 with SDPA's for eager and
-0.9991 for a matmul attention kept in fp32 (tried and dropped: it was no more faithful, and the train
-benchmark ran 2.6x PEFT with it against 3.17x with eager). The bf16 noise elsewhere in the model dominates.
-That noise is not harmless with the paper's Adafactor recipe: two QQP runs that differed only in the
-kernel went apart after ~5 steps and the eager one sat at loss ~10 for 150 steps, and the real-model test
-(SST-2, P=20, 40 steps) reached 0.44 dev accuracy with eager against > 0.46 with SDPA. Two cases are not
-proof of a bias, but they are enough not to train with eager's forward by default.
+On CPU, PyTorch's fused SDPA kernel is fast forward but slow backward; transformers' "eager" attention
+(matmul + softmax) has a cheap backward but rounds the scores and probabilities to bf16, and with the
+paper's Adafactor recipe that changed where training runs went. Forward only, SDPA stays ahead for long
+inputs, so evaluation and serving keep it; on GPUs SDPA is kept throughout.
 
 Hence the default, "split" (split_attention.py): SDPA's fused forward, so the loss is SDPA's bit for bit,
-and a matmul backward as cheap as eager's (one 128-token step: SDPA 2.12 s, split 1.77 s, eager 1.76 s).
+and a matmul backward as cheap as eager's.
+
+The measurements behind these choices: benchmarks/README.md, "Training attention kernel".
 """
 
 from __future__ import annotations

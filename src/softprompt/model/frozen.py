@@ -1,7 +1,7 @@
 """A frozen base model plus its tokenizer: the one object every other module takes.
 
 `FrozenModel` wraps any Hugging Face causal LM or seq2seq model. Loading from names, GGUF files and the
-cache lives in `models.py`; this module only freezes, describes and fingerprints a model already in memory,
+cache lives in `loading.py`; this module only freezes, describes and fingerprints a model already in memory,
 so tests can wrap tiny random models built from a config.
 """
 
