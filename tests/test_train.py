@@ -151,9 +151,11 @@ def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path, recipe):
     Tolerance: exact to 1e-6; the resumed run replays the same batches from the same optimizer state (and the
     same point of the lr schedule, which is a function of the step).
     """
-    straight = train(config(tmp_path / "straight", steps=10, checkpoint_every=2, **recipe), fm=tiny_causal(),
+    # threads=1 in both processes: pytest's own thread count may have been changed by an earlier test's train(),
+    # and a different count sums the matmuls in another order (1.5e-6 apart on the tiny data).
+    straight = train(config(tmp_path / "straight", steps=10, checkpoint_every=2, threads=1, **recipe), fm=tiny_causal(),
                      progress=False)
-    cfg = config(tmp_path / "killed", steps=10, checkpoint_every=2, **recipe)
+    cfg = config(tmp_path / "killed", steps=10, checkpoint_every=2, threads=1, **recipe)
     Path(cfg.out).mkdir(parents=True)
     cfg.save(RunDir(cfg.out).config)
     script = dict(tests=str(Path(__file__).parent), config=str(RunDir(cfg.out).config))
