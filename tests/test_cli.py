@@ -1,9 +1,12 @@
-"""The CLI as a user runs it: a real subprocess, exit codes, one-line errors, files written."""
+"""The CLI as a user runs it: exit codes, one-line errors, files written, and the train/ensemble flags that
+TrainConfig's fields make. In-process (typer's CliRunner, or `main()` with sys.argv) but for one smoke test of
+the installed `softprompt` command in a real subprocess."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from enum import Enum
@@ -11,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import typer.main
 from tiny import tiny_causal
 from typer.testing import CliRunner
 
 from softprompt import __version__, cli
 from softprompt.cli import main
+from softprompt.cli.config_flags import FLAG_ALIASES
 from softprompt.errors import SoftpromptError
 from softprompt.model.prompt import SoftPrompt
 from softprompt.training.config import Optimizer, TrainConfig
@@ -24,8 +29,25 @@ from softprompt.training.fields import config_fields
 from softprompt.training.loop import TrainingError
 
 
-def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "softprompt.cli", *args], capture_output=True, text=True, env=env)
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """load_model sets torch's threads to the physical cores; in-process commands must not change them for
+    the tests that run after these."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """Run the `softprompt` entry point in-process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["softprompt", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as done:  # a re-raised (uncaught) error fails the test instead
+        code = done.code if isinstance(done.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -38,25 +60,40 @@ def model_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def test_version_and_help():
+def test_installed_command_smoke():
+    """The one real subprocess: the console script pyproject installs, and `python -m softprompt.cli`."""
+    command = shutil.which("softprompt", path=str(Path(sys.executable).parent)) or shutil.which("softprompt")
+    if command is None:
+        pytest.skip("the softprompt console script is not installed (pip install -e .)")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([command, *args], capture_output=True, text=True)
+
     assert run("--version").stdout.strip() == f"softprompt {__version__}"
     out = run("--help").stdout
-    for command in ("info", "init", "train", "eval", "export-peft", "import-peft"):
-        assert command in out
+    for name in ("info", "init", "train", "eval", "export-peft", "import-peft", "ensemble", "serve"):
+        assert name in out
+    failed = run("train", "--steps", "1")
+    assert failed.returncode == 2 and failed.stderr.startswith("error: give a task") and "Traceback" not in failed.stderr
+    module = subprocess.run([sys.executable, "-m", "softprompt.cli", "--version"], capture_output=True, text=True)
+    assert module.stdout.strip() == f"softprompt {__version__}", module.stderr
 
 
 def test_info_init_and_peft_round_trip(model_dir, tmp_path):
-    info = json.loads(run("info", "--model", str(model_dir), "--json").stdout)
+    def invoke(*args: str) -> Any:
+        done = CliRunner().invoke(cli.app, list(args))
+        assert done.exit_code == 0, (done.output, done.exception)
+        return done
+
+    info = json.loads(invoke("info", "--model", str(model_dir), "--json").stdout)
     assert info["hidden_size"] == 32 and info["is_seq2seq"] is False
-    init = run("init", "--model", str(model_dir), "--length", "6", "--init", "class-labels",
-               "--labels", "negative,positive", "--out", str(tmp_path / "p.safetensors"))
-    assert init.returncode == 0, init.stderr
+    init = invoke("init", "--model", str(model_dir), "--length", "6", "--init", "class-labels",
+                  "--labels", "negative,positive", "--out", str(tmp_path / "p.safetensors"))
     assert "P=6 × H=32 = 192 parameters" in init.stdout
     prompt = SoftPrompt.load(tmp_path / "p.safetensors")
     assert prompt.metadata["label_words"] == ["negative", "positive"] and prompt.metadata["init"] == "class-labels"
-    assert run("export-peft", str(tmp_path / "p.safetensors"), str(tmp_path / "peft")).returncode == 0
-    back = run("import-peft", str(tmp_path / "peft"), str(tmp_path / "back.safetensors"), "--model", str(model_dir))
-    assert back.returncode == 0, back.stderr
+    invoke("export-peft", str(tmp_path / "p.safetensors"), str(tmp_path / "peft"))
+    invoke("import-peft", str(tmp_path / "peft"), str(tmp_path / "back.safetensors"), "--model", str(model_dir))
     assert SoftPrompt.load(tmp_path / "back.safetensors").embeddings.equal(prompt.embeddings)
 
 
@@ -77,10 +114,11 @@ def test_info_init_and_peft_round_trip(model_dir, tmp_path):
         (["serve", "--prompts", ".", "--port", "99999"], "Invalid value for '--port'"),  # was bind() traceback
     ],
 )
-def test_user_errors_are_one_line_without_traceback(model_dir, args, message):
-    result = run(*[a.replace("{model}", str(model_dir)) for a in args])
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr and "Traceback" not in result.stderr
+def test_user_errors_are_one_line_without_traceback(monkeypatch, capsys, tmp_path, model_dir, args, message):
+    monkeypatch.chdir(tmp_path)  # nothing a command might write lands in the checkout
+    code, _, err = _main(monkeypatch, capsys, *[a.replace("{model}", str(model_dir)) for a in args])
+    assert code == 2, err
+    assert message in err and "Traceback" not in err
 
 
 class _PluginError(SoftpromptError):
@@ -95,12 +133,8 @@ def test_softprompt_errors_from_a_command_are_one_line_exit_2(monkeypatch, capsy
         raise error
 
     monkeypatch.setattr(vllm, "export_vllm", fail)
-    monkeypatch.setattr(sys, "argv", ["softprompt", "export-vllm", "p.safetensors", "out.safetensors"])
-    with pytest.raises(SystemExit) as done:  # a re-raised error would fail here instead
-        main()
-    assert done.value.code == 2
-    err = capsys.readouterr().err
-    assert err == f"error: {error}\n" and "Traceback" not in err
+    code, _, err = _main(monkeypatch, capsys, "export-vllm", "p.safetensors", "out.safetensors")
+    assert code == 2 and err == f"error: {error}\n"
 
 
 # ---------------------------------------------------------------- train / ensemble flags from TrainConfig
@@ -121,7 +155,7 @@ def test_every_train_config_field_is_a_train_flag_with_its_docstring_as_help():
     assert set(docs) == {f.name for f in dataclasses.fields(TrainConfig)}
     for field in dataclasses.fields(TrainConfig):
         option = options[field.name]
-        assert option.opts[0] == cli.FLAG_ALIASES.get(field.name, (f"--{field.name.replace('_', '-')}",))[0]
+        assert option.opts[0] == FLAG_ALIASES.get(field.name, (f"--{field.name.replace('_', '-')}",))[0]
         assert option.help == docs[field.name] and option.default is None
     # Every flag name and form the hand-written options had (README commands included) is still there.
     flags = {opt for p in options.values() for opt in (*p.opts, *p.secondary_opts)}

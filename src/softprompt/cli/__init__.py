@@ -7,22 +7,16 @@ exit code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
-from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from softprompt import __version__
+from softprompt.cli.config_flags import config_options, train_config
 from softprompt.errors import SoftpromptError
-from softprompt.training.fields import ConfigField, config_fields
-
-if TYPE_CHECKING:
-    from softprompt.training.config import TrainConfig
 
 app = typer.Typer(
     help="Prompt tuning on a frozen language model: train a few-KB soft prompt per task, evaluate, serve.",
@@ -49,41 +43,6 @@ def main_options(
 
 def _echo_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
-
-
-FLAG_ALIASES = {"model": ("--model", "-m"), "prompt_length": ("--prompt-length", "-p"), "out": ("--out", "-o")}  # not --field-name
-
-
-def _field_option(field: ConfigField) -> inspect.Parameter:
-    decls = FLAG_ALIASES.get(field.name, (f"--{field.name.replace('_', '-')}",))
-    if field.type is bool:
-        decls = (f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:])
-    kind = Enum(field.name, {v: v for v in field.choices}, type=str) if field.choices else field.type
-    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                             annotation=Annotated[kind | None, typer.Option(*decls, help=field.doc)])
-
-
-def _config_options(skip: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
-    """After a command's own options, one per TrainConfig field not in `skip` (None: not given), in **flags."""
-
-    def add(command: Callable) -> Callable:
-        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in inspect.signature(command, eval_str=True)
-               .parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        command.__signature__ = inspect.Signature(own + [_field_option(f) for f in config_fields() if f.name not in skip])
-        return command
-
-    return add
-
-
-def train_config(config: Path | None, flags: dict[str, Any], resume: Path | None = None) -> TrainConfig:
-    """Flags -> TrainConfig: the YAML config (--resume: by default the run's), then given flags; --resume sets out."""
-    from softprompt.training.config import TrainConfig
-
-    values = {name: value.value if isinstance(value, Enum) else value for name, value in flags.items()}
-    if resume is not None:
-        config = config or resume / "config.yaml"
-        values["out"] = str(resume)
-    return TrainConfig.from_sources(config, **values)
 
 
 @app.command()
@@ -168,7 +127,7 @@ def import_peft(
 
 
 @app.command()
-@_config_options()
+@config_options()
 def train(
     config: Annotated[Path | None, typer.Option(help="YAML config; flags override it.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this output dir.")] = None,
@@ -321,7 +280,7 @@ def neighbors(
 
 
 @app.command()
-@_config_options(skip=("out",))
+@config_options(skip=("out",))
 def ensemble(
     k: Annotated[int, typer.Option("--k", help="Number of prompts (paper: 5).")] = 5,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output dir: member-0/ ... member-{k-1}/, ensemble.json.")] = Path("runs/ensemble"),
@@ -443,6 +402,3 @@ def main() -> None:
             sys.exit(err.exit_code)
         raise
 
-
-if __name__ == "__main__":
-    main()
