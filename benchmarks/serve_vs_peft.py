@@ -42,8 +42,7 @@ from softprompt.interop.peft import export_peft
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.loading import load_model
 from softprompt.model.prompt import SoftPrompt
-from softprompt.scoring import cut_input
-from softprompt.scoring import encode_pair, pad, score_choices
+from softprompt.scoring import cut_input, encode_pair, pad, score_choices
 from softprompt.serve import Engine
 from softprompt.tasks import get_task
 from softprompt.training.init import make_prompt

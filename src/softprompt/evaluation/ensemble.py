@@ -23,9 +23,7 @@ import torch
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import SoftPrompt
 from softprompt.scoring import PrefixCache, generate, score_choices
-from softprompt.tasks.base import Example, Mode, Task, TaskError
-
-QA_MAX_NEW_TOKENS = 32  # as evaluate.py: free-text answers
+from softprompt.tasks.base import QA_MAX_NEW_TOKENS, Example, Mode, Task, TaskError
 
 
 @dataclass

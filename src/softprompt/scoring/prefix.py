@@ -18,6 +18,7 @@ from transformers import DynamicCache
 
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import SoftPrompt
+from softprompt.scoring.inputs import prompt_list
 
 
 @dataclass
@@ -102,9 +103,7 @@ class PrefixCache:
         if hit is not None and hit[0] is prompt:
             return hit[1]
         with torch.no_grad():
-            rows = prompt.as_input(self.fm.dtype, self.fm.device) if isinstance(prompt, SoftPrompt) else \
-                prompt.to(device=self.fm.device, dtype=self.fm.dtype)
-            state = prompt_prefix(self.fm, rows)
+            state = prompt_prefix(self.fm, prompt_list(self.fm, prompt, 1)[0])
         self._states = {**self._states, id(prompt): (prompt, state)}  # swapped, never mutated: readers in other threads
         return state
 
