@@ -9,13 +9,14 @@ Two ways to fill the KV cache before the first new token, then one loop (`_greed
 The cached fill builds its own masks, so it is taken only when the whole padded batch, generated tokens
 included, fits inside the model's attention window (Gemma-3's 512-token local layers). The prompt stays in
 the cache for every step (PEFT #2123 dropped it after the first). Seq2seq models use transformers' greedy
-loop: the encoder sees prompt + input once. Decoding stops at EOS, at a newline when asked, or at the
-request's token limit.
+loop: the encoder sees prompt + input once. Decoding stops at EOS, at a newline when asked, at the
+request's token limit, or when the example's `Watcher` says so (stop strings, streaming: serve/completions.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from transformers import DynamicCache
@@ -28,6 +29,18 @@ from softprompt.scoring.layout import generate_layout, padded_prefix_cache, spli
 from softprompt.scoring.packed import fits_window
 from softprompt.scoring.prefix import PrefixCache, PrefixState, base_model
 from softprompt.scoring.router import check_context
+
+
+class Watcher(Protocol):
+    """Sees each new token of one example as it is chosen; returns True to stop that example there.
+
+    `logprob` is log p(token) under the model (fp32), `top` the `top_k` most likely (token, logprob) pairs of
+    that step (empty when top_k is 0). Called on the decoding thread, in token order.
+    """
+
+    top_k: int
+
+    def __call__(self, token: int, logprob: float, top: list[tuple[int, float]]) -> bool: ...
 
 
 @torch.no_grad()
@@ -50,12 +63,14 @@ def generate(
 def generate_ids(
     fm: FrozenModel, ids: Sequence[list[int]], prompts: PromptSpec, max_new_tokens: int | Sequence[int],
     stop_at_newline: bool = True, *, batch_size: int | None = None, prefixes: PrefixCache | None = None,
+    watchers: Sequence[Watcher | None] | None = None,
 ) -> list[list[int]]:
     """New token ids for tokenized inputs (BOS included as the tokenizer adds it), one limit for all or each.
 
     With `prefixes` (a cache of prompt prefix states), causal batches are grouped by length and run on the
     cached prefixes where they fit the attention window; otherwise (and for seq2seq) in input order, plain.
-    `batch_size` None: one batch per token limit.
+    `batch_size` None: one batch per token limit. `watchers` (one per input, or None): see `Watcher`; the
+    tokens returned end where a watcher stopped (that token included). Seq2seq models take no watchers.
     """
     specs = per_input(prompts, len(ids))
     rows = prompt_list(fm, specs, len(ids))
@@ -63,8 +78,11 @@ def generate_ids(
     check_context(fm, [0 if r is None else r.shape[0] for r in rows], [len(x) for x in ids], limits, "new")
     size = batch_size or max(1, len(ids))
     out: list[list[int]] = [[] for _ in ids]
+    watch = list(watchers) if watchers is not None else [None] * len(ids)
+    if fm.is_seq2seq and any(w is not None for w in watch):
+        raise ValueError("token watchers (stop strings, logprobs, streaming) need a decoder-only model")
     if fm.is_seq2seq or prefixes is None:
-        return _plain(fm, ids, rows, limits, stop_at_newline, size, list(range(len(ids))), out)
+        return _plain(fm, ids, rows, limits, stop_at_newline, size, list(range(len(ids))), out, watch)
     bare = [strip_bos(fm, list(x)) for x in ids]
     has_bos = [len(b) < len(x) or not fm.adds_bos for b, x in zip(bare, ids, strict=True)]
     for chunk in split_by_length([len(b) for b in bare], size):
@@ -74,11 +92,11 @@ def generate_ids(
         if all(s is not None for s in states) and fits_window(
                 fm, max(s.length for s in states) + max(len(bare[i]) for i in chunk) + max(limits[i] for i in chunk), 0, 0):
             tokens = _greedy(fm, *_fill_cached(fm, [bare[i] for i in chunk], states), [limits[i] for i in chunk],
-                             stop_at_newline)
+                             stop_at_newline, [watch[i] for i in chunk])
             for i, t in zip(chunk, tokens, strict=True):
                 out[i] = t
         else:
-            _plain(fm, ids, rows, limits, stop_at_newline, size, chunk, out)
+            _plain(fm, ids, rows, limits, stop_at_newline, size, chunk, out, watch)
     return out
 
 
@@ -98,7 +116,7 @@ def trim_at_eos(fm: FrozenModel, tokens: list[int]) -> list[int]:
 
 def _plain(
     fm: FrozenModel, ids: Sequence[list[int]], rows: list[torch.Tensor | None], limits: list[int], stop_nl: bool,
-    size: int, which: list[int], out: list[list[int]],
+    size: int, which: list[int], out: list[list[int]], watch: list[Watcher | None],
 ) -> list[list[int]]:
     """The uncached path for inputs `which`, in order: one call per distinct limit and `size` inputs.
     Fills `out` and returns it."""
@@ -110,7 +128,8 @@ def _plain(
             if fm.is_seq2seq:
                 tokens = _seq2seq(fm, batch, prompts, limit)
             else:
-                tokens = _greedy(fm, *_fill_plain(fm, batch, prompts), [limit] * len(idx), stop_nl)
+                tokens = _greedy(fm, *_fill_plain(fm, batch, prompts), [limit] * len(idx), stop_nl,
+                                 [watch[i] for i in idx])
             for i, t in zip(idx, tokens, strict=True):
                 out[i] = t
     return out
@@ -146,17 +165,20 @@ def _fill_cached(fm: FrozenModel, ids: list[list[int]], states: list[PrefixState
 
 def _greedy(
     fm: FrozenModel, hidden: torch.Tensor, cache: DynamicCache, attention: torch.Tensor, next_pos: torch.Tensor,
-    limits: list[int], stop_nl: bool,
+    limits: list[int], stop_nl: bool, watch: list[Watcher | None],
 ) -> list[list[int]]:
     """From a filled cache: argmax, feed it back, until every example stopped or reached its limit."""
     generated: list[list[int]] = [[] for _ in limits]
     done = [limit <= 0 for limit in limits]
     for _ in range(max(limits, default=0)):
-        next_ids = head_logits(fm, hidden).argmax(dim=-1)  # [B]
+        logits = head_logits(fm, hidden)  # [B, V]
+        next_ids = logits.argmax(dim=-1)  # [B]
         for b, tok in enumerate(next_ids.tolist()):
             if not done[b]:
                 generated[b].append(tok)
                 done[b] = generation_stopped(fm, generated[b], stop_nl) or len(generated[b]) >= limits[b]
+                if watch[b] is not None:  # after the built-in checks: a watcher sees EOS too, then it stops
+                    done[b] = _notify(watch[b], logits[b], tok) or done[b]
         if all(done):
             break
         attention = torch.cat([attention, attention.new_ones(len(limits), 1)], dim=1)
@@ -164,6 +186,16 @@ def _greedy(
                                 position_ids=next_pos[:, None], cache=cache, use_cache=True).last_hidden_state[:, -1]
         next_pos = next_pos + 1
     return [trim_at_eos(fm, g) for g in generated]
+
+
+def _notify(watcher: Watcher, logits: torch.Tensor, token: int) -> bool:
+    """Hand one example's chosen token [V] logits -> (token, logprob, top-k) to its watcher; its stop verdict."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    top: list[tuple[int, float]] = []
+    if watcher.top_k > 0:
+        values, indices = logprobs.topk(watcher.top_k)
+        top = list(zip(indices.tolist(), values.tolist(), strict=True))
+    return bool(watcher(token, float(logprobs[token]), top))
 
 
 def _seq2seq(fm: FrozenModel, ids: list[list[int]], prompts: list[torch.Tensor | None], max_new: int) -> list[list[int]]:

@@ -5,6 +5,7 @@
     GET  /v1/tasks      tasks served (P, label words, metrics) and files skipped with the reason
     GET  /v1/tasks/{task}
     GET  /healthz       200 while the batch worker runs; /docs and /openapi.json describe it all
+    POST /v1/completions, GET /v1/models: OpenAI-compatible (completions.py); `model` names the task
 
 Requests are answered through `batcher.Batcher` (mixed-task micro-batches on one worker thread). Errors are
 always JSON `{"error": {"type", "message", "limit"?, "maximum"?, "value"?}}`:
@@ -28,9 +29,8 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,19 +39,36 @@ from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from softprompt import __version__
-from softprompt.errors import SoftpromptError, UsageError
+from softprompt.errors import UsageError
 from softprompt.scoring import InputTooLongError
 from softprompt.serve.batcher import Batcher, Job, QueueFull, QueueTimeout
+from softprompt.serve.completions import completion_routes
 from softprompt.serve.engine import ClassifyRequest, Engine, EngineError, GenerateRequest
+from softprompt.serve.limits import BodyLimit
+from softprompt.serve.schemas import (
+    ERRORS,
+    TASK_NAME,
+    ApiError,
+    ClassifyBody,
+    ClassifyResponse,
+    ErrorDetail,
+    GenerateBody,
+    GenerateResponse,
+    Health,
+    Prediction,
+    SkippedFile,
+    TaskInfo,
+    TasksResponse,
+    error_response,
+    finite,
+    limit_error,
+    valid_name,
+)
 
 log = logging.getLogger("softprompt.serve")
-
-TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 @dataclass
@@ -90,212 +107,50 @@ class ServeSettingsError(UsageError):
     """A limit or batching setting that cannot work (the message shows the values)."""
 
 
-# ------------------------------------------------------------------------------------------------- schemas
-
-
-def _encodable(text: str) -> str:
-    # JSON may carry lone surrogates ("\ud800"); the tokenizer cannot take them: refuse as bad input.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text is not valid Unicode (lone surrogate)") from None
-    return text
-
-
-TaskName = Annotated[str, StringConstraints(pattern=TASK_NAME), Field(
-    description="A task served by this server (a prompt file's stem); see GET /v1/tasks.", examples=["sst2"])]
-Text = Annotated[str, AfterValidator(_encodable)]
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class ClassifyBody(_Body):
-    task: TaskName
-    inputs: list[Text] = Field(min_length=1, description="Texts to label (at most max_inputs).",
-                               examples=[["sentence : a gem of a movie ."]])
-
-
-class GenerateBody(_Body):
-    task: TaskName
-    input: Text = Field(description="Text to continue.", examples=["question : who wrote hamlet ? answer :"])
-    max_new_tokens: int | None = Field(default=None, ge=1, description="Tokens to generate at most "
-                                       "(default and upper bound: the server's max_new_tokens).")
-
-
-class Prediction(BaseModel):
-    label: str = Field(description="The most likely label word.")
-    probabilities: dict[str, float | None] = Field(description="Softmax over the label words' log-likelihoods.")
-    scores: dict[str, float | None] = Field(description="Summed log-likelihood of each label word.")
-
-
-class ClassifyResponse(BaseModel):
-    task: str
-    predictions: list[Prediction]
-
-
-class GenerateResponse(BaseModel):
-    task: str
-    output: str
-
-
-class TaskInfo(BaseModel):
-    name: str
-    prompt_length: int = Field(description="P: prompt vectors.")
-    hidden_size: int = Field(description="H.")
-    label_words: list[str] | None
-    metrics: Any = Field(default=None, description="The prompt file's recorded metrics, if any.")
-    init: Any = None
-    base_model: Any = None
-    file: str | None = None
-
-
-class SkippedFile(BaseModel):
-    file: str
-    reason: str
-
-
-class TasksResponse(BaseModel):
-    model: str
-    tasks: list[TaskInfo]
-    skipped: list[SkippedFile]
-
-
-class Health(BaseModel):
-    status: str
-    model: str
-    version: str
-    tasks: int
-    queued: int
-    batches: int
-    examples: int
-
-
-class ErrorDetail(BaseModel):
-    type: str
-    message: str
-    limit: str | None = None
-    maximum: int | None = None
-    value: int | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
-
-
-class ApiError(SoftpromptError):
-    """An error answered as JSON with `status`; `limit` names the setting that was exceeded."""
-
-    def __init__(self, status: int, type_: str, message: str, *, limit: str | None = None,
-                 maximum: int | None = None, value: int | None = None) -> None:
-        super().__init__(message)
-        self.status, self.detail = status, ErrorDetail(type=type_, message=message, limit=limit, maximum=maximum,
-                                                       value=value)
-
-
-def _limit(name: str, value: int, maximum: int, what: str) -> ApiError:
-    return ApiError(422, "limit_exceeded", f"{what}: {value} > {name}={maximum}", limit=name, maximum=maximum,
-                    value=value)
-
-
-def _error(status: int, detail: ErrorDetail) -> JSONResponse:
-    return JSONResponse({"error": detail.model_dump(exclude_none=True)}, status_code=status)
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text} for code, text in {
-        404: "Unknown task.", 413: "Body larger than max_body_bytes.",
-        422: "Malformed body, bad task name, or a limit exceeded (`limit` names it).",
-        503: "Queued longer than queue_timeout_s, or the queue is full."}.items()
-}
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/inf: replace them (in metadata from user files, or -inf scores) with null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-# ------------------------------------------------------------------------------------------------- body limit
-
-
-class BodyLimit:
-    """ASGI middleware: refuse bodies over `max_bytes` with 413 before the app parses anything.
-
-    Checks Content-Length up front and counts streamed (chunked) bodies as they arrive.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, send, int(declared))
-            return
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # client went away
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self._refuse(scope, send, size)
-                return
-            more = message.get("more_body", False)
-        body, sent = b"".join(chunks), False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: Scope, send: Send, size: int) -> None:
-        detail = ErrorDetail(type="limit_exceeded", message=f"request body: {size} bytes > max_body_bytes="
-                             f"{self.max_bytes}", limit="max_body_bytes", maximum=self.max_bytes, value=size)
-        await _error(413, detail)(scope, _no_receive, send)
-
-
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}
-
-
 # ------------------------------------------------------------------------------------------------- the app
 
 
 def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app for `engine`; the batcher and the reload loop start with the app's lifespan."""
     settings = settings or ServeSettings()
+    batcher = Batcher(engine, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
+                      queue_timeout_s=settings.queue_timeout_s, max_queued=settings.max_queued,
+                      check=_job_check(engine, settings))
+    reload = _reloader(engine, batcher)
+    limits = "\n".join(f"- `{k}` = {v}" for k, v in asdict(settings).items())
+    app = FastAPI(title="softprompt", version=__version__, lifespan=_lifespan(engine, batcher, settings, reload),
+                  description=f"Prompt-tuned tasks on one frozen model ({engine.fm.name}).\n\nLimits:\n{limits}")
+    app.state.engine, app.state.batcher, app.state.settings = engine, batcher, settings
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _error_handlers(app)
+    _task_routes(app, engine, batcher, settings, reload)
+    completion_routes(app, engine, settings, lambda kind, items: run_jobs(batcher, kind, items))
+    return app
+
+
+def _job_check(engine: Engine, settings: ServeSettings) -> Callable[[Job], None]:
+    """The check the batch worker runs right before a job's batch, when the registry is current."""
     tokenizer = engine.fm.tokenizer
 
-    def check(job: Job) -> None:  # on the worker thread, right before the job's batch: the registry is current
+    def check(job: Job) -> None:
         tasks = engine.tasks
         for item in job.items:
             entry = tasks.get(item.task)
-            if entry is None:
+            if item.task is None:  # the base model (OpenAI routes): no prompt, nothing to look up
+                pass
+            elif entry is None:
                 raise ApiError(404, "unknown_task", f"unknown task {item.task!r}; see GET /v1/tasks")
             if job.kind == "classify" and not entry.label_words:
                 raise ApiError(422, "no_label_words", f"task {item.task!r} has no label words in its prompt file")
             n = len(tokenizer(item.text, add_special_tokens=False).input_ids)
             if n > settings.max_input_tokens:
-                raise _limit("max_input_tokens", n, settings.max_input_tokens, "input tokens")
+                raise limit_error("max_input_tokens", n, settings.max_input_tokens, "input tokens")
 
-    batcher = Batcher(engine, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
-                      queue_timeout_s=settings.queue_timeout_s, max_queued=settings.max_queued, check=check)
+    return check
+
+
+def _reloader(engine: Engine, batcher: Batcher) -> Callable[[], Awaitable[None]]:
+    """A rescan of the prompts directory on the worker thread (between batches) that logs what changed."""
 
     async def reload() -> None:
         try:
@@ -304,7 +159,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
             log.error("reload failed: %s", err)
             return
         for name in report.loaded:
-            if _valid_name(name):
+            if valid_name(name):
                 log.info("loaded task %r", name)
             else:
                 log.warning("not serving %r: not a valid task name (pattern %s); rename the file", name, TASK_NAME)
@@ -312,6 +167,13 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
             log.info("removed task %r (file deleted)", name)
         for file, reason in report.skipped.items():
             log.warning("skipped %s: %s", file, reason)
+
+    return reload
+
+
+def _lifespan(engine: Engine, batcher: Batcher, settings: ServeSettings,
+              reload: Callable[[], Awaitable[None]]) -> Callable[[FastAPI], Any]:
+    """Start the batch worker and the periodic rescan with the app; stop both when it shuts down."""
 
     async def reload_loop() -> None:
         while True:
@@ -332,15 +194,15 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
                     await looping
             await batcher.stop()
 
-    limits = "\n".join(f"- `{k}` = {v}" for k, v in asdict(settings).items())
-    app = FastAPI(title="softprompt", version=__version__, lifespan=lifespan,
-                  description=f"Prompt-tuned tasks on one frozen model ({engine.fm.name}).\n\nLimits:\n{limits}")
-    app.state.engine, app.state.batcher, app.state.settings = engine, batcher, settings
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return lifespan
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every error, ours or the framework's, is answered as the JSON ErrorResponse."""
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
-        return _error(err.status, err.detail)
+        return error_response(err.status, err.detail)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -348,23 +210,30 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in err.errors()]
         if any(tuple(e.get("loc", ())) == ("body",) for e in err.errors()):
             parts.append("the body must be a JSON object sent with content-type: application/json")
-        return _error(422, ErrorDetail(type="invalid_request", message="; ".join(parts)[:2000]))
+        return error_response(422, ErrorDetail(type="invalid_request", message="; ".join(parts)[:2000]))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
         if err.status_code == 400:  # FastAPI's "error parsing the body" (e.g. not UTF-8): malformed JSON, as 422
-            return _error(422, ErrorDetail(type="invalid_request", message=f"malformed body: {err.detail}"))
-        return _error(err.status_code, ErrorDetail(type="http_error", message=str(err.detail)))
+            return error_response(422, ErrorDetail(type="invalid_request", message=f"malformed body: {err.detail}"))
+        return error_response(err.status_code, ErrorDetail(type="http_error", message=str(err.detail)))
 
-    async def run(kind: str, items: list) -> list:
-        try:
-            return await (batcher.classify(items) if kind == "classify" else batcher.generate(items))
-        except (QueueTimeout, QueueFull) as err:
-            raise ApiError(503, "overloaded", str(err)) from None
-        except InputTooLongError as err:
-            raise ApiError(422, "limit_exceeded", str(err), limit="context_size") from None
-        except EngineError as err:
-            raise ApiError(422, "engine_error", str(err)) from None
+
+async def run_jobs(batcher: Batcher, kind: str, items: list) -> list:
+    """Queue `items` (one request's examples) and wait for their answers; queue and engine errors as ApiError."""
+    try:
+        return await (batcher.classify(items) if kind == "classify" else batcher.generate(items))
+    except (QueueTimeout, QueueFull) as err:
+        raise ApiError(503, "overloaded", str(err)) from None
+    except InputTooLongError as err:
+        raise ApiError(422, "limit_exceeded", str(err), limit="context_size") from None
+    except EngineError as err:
+        raise ApiError(422, "engine_error", str(err)) from None
+
+
+def _task_routes(app: FastAPI, engine: Engine, batcher: Batcher, settings: ServeSettings,
+                 reload: Callable[[], Awaitable[None]]) -> None:
+    """softprompt's own JSON routes: /v1/classify, /v1/generate, /v1/tasks, /healthz."""
 
     def known(task: str) -> None:
         if task not in engine.tasks:  # fast path; the worker checks again against the registry it runs with
@@ -374,49 +243,33 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     async def classify(body: ClassifyBody) -> ClassifyResponse:
         """Label each input with the task's label words (rank classification)."""
         if len(body.inputs) > settings.max_inputs:
-            raise _limit("max_inputs", len(body.inputs), settings.max_inputs, "inputs in one request")
+            raise limit_error("max_inputs", len(body.inputs), settings.max_inputs, "inputs in one request")
         known(body.task)
-        results = await run("classify", [ClassifyRequest(body.task, text) for text in body.inputs])
+        results = await run_jobs(batcher, "classify", [ClassifyRequest(body.task, text) for text in body.inputs])
         return ClassifyResponse(task=body.task, predictions=[
-            Prediction(label=r.label, probabilities=_finite(r.probs), scores=_finite(r.scores)) for r in results])
+            Prediction(label=r.label, probabilities=finite(r.probs), scores=finite(r.scores)) for r in results])
 
     @app.post("/v1/generate", response_model=GenerateResponse, responses=ERRORS)
     async def generate(body: GenerateBody) -> GenerateResponse:
         """Greedy continuation of the input with the task's prompt (stops at EOS or a newline)."""
         limit = body.max_new_tokens if body.max_new_tokens is not None else settings.max_new_tokens
         if limit > settings.max_new_tokens:
-            raise _limit("max_new_tokens", limit, settings.max_new_tokens, "max_new_tokens")
+            raise limit_error("max_new_tokens", limit, settings.max_new_tokens, "max_new_tokens")
         known(body.task)
-        [output] = await run("generate", [GenerateRequest(body.task, body.input, limit)])
+        [output] = await run_jobs(batcher, "generate", [GenerateRequest(body.task, body.input, limit)])
         return GenerateResponse(task=body.task, output=output)
-
-    def info(name: str, entry: Any) -> TaskInfo:
-        meta = entry.prompt.metadata
-        return TaskInfo(name=name, prompt_length=entry.prompt.length, hidden_size=entry.prompt.hidden_size,
-                        label_words=entry.label_words, metrics=_finite(meta.get("metrics")),
-                        init=_finite(meta.get("init")), base_model=_finite(meta.get("base_model")),
-                        file=entry.source.name if entry.source is not None else None)
 
     @app.get("/v1/tasks", response_model=TasksResponse)
     async def tasks() -> TasksResponse:
         """Tasks served, and prompt files skipped with the reason (rescans the directory first)."""
         await reload()
-        entries = engine.tasks
-        where = f"{engine.prompts_dir}{os.sep}" if engine.prompts_dir is not None else None
-        # Reasons name files relative to the prompts directory: clients need not learn server paths.
-        skipped = [SkippedFile(file=f, reason=r.replace(where, "") if where else r)
-                   for f, r in sorted(engine.skipped.items())]
-        skipped += [SkippedFile(file=e.source.name if e.source else n, reason=f"{n!r} is not a valid task name "
-                                f"(pattern {TASK_NAME}): rename the file") for n, e in entries.items()
-                    if not _valid_name(n)]
-        return TasksResponse(model=engine.fm.name, skipped=skipped,
-                             tasks=[info(n, e) for n, e in sorted(entries.items()) if _valid_name(n)])
+        return _tasks_response(engine)
 
     @app.get("/v1/tasks/{task}", response_model=TaskInfo, responses=ERRORS)
     async def task_info(task: Annotated[str, PathParam(pattern=TASK_NAME)]) -> TaskInfo:
         """One task's details."""
         known(task)
-        return info(task, engine.tasks[task])
+        return _task_info(task, engine.tasks[task])
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     async def healthz() -> Any:
@@ -426,13 +279,26 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
                         examples=batcher.stats.examples)
         return health if batcher.alive else JSONResponse(health.model_dump(), status_code=503)
 
-    return app
+
+def _task_info(name: str, entry: Any) -> TaskInfo:
+    meta = entry.prompt.metadata
+    return TaskInfo(name=name, prompt_length=entry.prompt.length, hidden_size=entry.prompt.hidden_size,
+                    label_words=entry.label_words, metrics=finite(meta.get("metrics")),
+                    init=finite(meta.get("init")), base_model=finite(meta.get("base_model")),
+                    file=entry.source.name if entry.source is not None else None)
 
 
-def _valid_name(name: str) -> bool:
-    import re
-
-    return re.fullmatch(TASK_NAME, name) is not None
+def _tasks_response(engine: Engine) -> TasksResponse:
+    """GET /v1/tasks: the registry's valid names; files skipped, and names that are not valid, with the reason."""
+    entries = engine.tasks
+    where = f"{engine.prompts_dir}{os.sep}" if engine.prompts_dir is not None else None
+    # Reasons name files relative to the prompts directory: clients need not learn server paths.
+    skipped = [SkippedFile(file=f, reason=r.replace(where, "") if where else r)
+               for f, r in sorted(engine.skipped.items())]
+    skipped += [SkippedFile(file=e.source.name if e.source else n, reason=f"{n!r} is not a valid task name "
+                            f"(pattern {TASK_NAME}): rename the file") for n, e in entries.items() if not valid_name(n)]
+    return TasksResponse(model=engine.fm.name, skipped=skipped,
+                         tasks=[_task_info(n, e) for n, e in sorted(entries.items()) if valid_name(n)])
 
 
 def _loopback(host: str) -> bool:

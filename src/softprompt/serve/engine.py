@@ -34,6 +34,7 @@ from softprompt.scoring import (
     strip_bos,
     with_bos,
 )
+from softprompt.scoring.decode import Watcher
 
 
 class EngineError(UsageError):
@@ -51,11 +52,14 @@ class ClassifyRequest:
 
 @dataclass
 class GenerateRequest:
-    """Greedy continuation of `text` with task `task`'s prompt, at most `max_new_tokens` tokens."""
+    """Greedy continuation of `text` with task `task`'s prompt (None: the base model, no prompt), at most
+    `max_new_tokens` tokens; `watcher` sees every new token (stop strings, logprobs, streaming: scoring.Watcher)."""
 
-    task: str
+    task: str | None
     text: str
     max_new_tokens: int = 32
+    stop_at_newline: bool = True
+    watcher: Watcher | None = None
 
 
 @dataclass
@@ -250,14 +254,31 @@ class Engine:
         `stop_at_newline`, or at the request's `max_new_tokens`, exactly as `scoring.generate` does.
         """
         reqs = [r if isinstance(r, GenerateRequest) else GenerateRequest(*r) for r in requests]
-        if not reqs:
-            return []
+        if not stop_at_newline:
+            reqs = [GenerateRequest(r.task, r.text, r.max_new_tokens, False, r.watcher) for r in reqs]
+        return [self.fm.tokenizer.decode(t, skip_special_tokens=True).strip() for t in self.generate_tokens(reqs)]
+
+    @torch.no_grad()
+    def generate_tokens(self, requests: Sequence[GenerateRequest]) -> list[list[int]]:
+        """New token ids per request (EOS dropped), in order; one decoder call per newline setting."""
         entries = self._entries  # one snapshot: a concurrent reload cannot change tasks mid-call
-        prompts = [self._entry(entries, r.task).prompt for r in reqs]
-        ids = [with_bos(self.fm, self._input_ids(r.text)) for r in reqs]
-        tokens = generate_ids(self.fm, ids, prompts, [r.max_new_tokens for r in reqs], stop_at_newline,
-                              batch_size=self.batch_size, prefixes=self._prefixes)
-        return [self.fm.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+        prompts = [None if r.task is None else self._entry(entries, r.task).prompt for r in requests]
+        ids = [with_bos(self.fm, self._input_ids(r.text)) for r in requests]
+        out: list[list[int]] = [[] for _ in requests]
+        for newline in (True, False):
+            idx = [i for i, r in enumerate(requests) if r.stop_at_newline is newline]
+            if not idx:
+                continue
+            tokens = generate_ids(self.fm, [ids[i] for i in idx], [prompts[i] for i in idx],
+                                  [requests[i].max_new_tokens for i in idx], newline, batch_size=self.batch_size,
+                                  prefixes=self._prefixes, watchers=[requests[i].watcher for i in idx])
+            for i, t in zip(idx, tokens, strict=True):
+                out[i] = t
+        return out
+
+    def input_tokens(self, text: str) -> int:
+        """Tokens of `text` as a request's input (BOS included when the tokenizer adds it, after cutting)."""
+        return len(with_bos(self.fm, self._input_ids(text)))
 
     # ------------------------------------------------------------------------------------------- helpers
 
