@@ -10,7 +10,10 @@ and gets the same input text: inputs longer than --max-input-tokens (256) are cu
 (start and end kept, as training does; only BoolQ passages are that long).
 
 - engine: `serve.Engine.classify`, each batch mixes tasks; prefixes computed once at registration.
-- uncached: `scoring.score_choices` with one prompt per example (prompt + input through the model per row).
+- uncached: the plain path, prompt + input through the model for every (request, label word) row
+  (`scoring.logprobs.plain_logprobs`; one row per request when every label word is one token), rows sorted by
+  length as the router sorts them. Not `score_choices`: since the scoring core's router, that packs mixed
+  prompts on a per-call prefix cache too, which is the engine's path without the persistent cache.
 - peft: four PEFT prompt-tuning adapters (our prompts exported with `peft_io.export_peft`) loaded with
   `PeftModel.from_pretrained` + `load_adapter`; PEFT cannot mix adapters in a batch, so each batch of 16
   is grouped by task and served with `set_adapter` per group, as PEFT's docs suggest; label words are
@@ -42,7 +45,7 @@ from softprompt.interop.peft import export_peft
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.loading import load_model
 from softprompt.model.prompt import SoftPrompt
-from softprompt.scoring import cut_input, encode_pair, pad, score_choices
+from softprompt.scoring import cut_input, encode_pair, pad
 from softprompt.serve import Engine
 from softprompt.tasks import get_task
 from softprompt.training.init import make_prompt
@@ -87,10 +90,28 @@ def engine_fn(engine: Engine) -> Any:
 
 
 def uncached_fn(fm: FrozenModel, prompts: dict, words: dict) -> Any:
+    from softprompt.scoring import one_token_choices_row
+    from softprompt.scoring.inputs import prompt_list
+    from softprompt.scoring.logprobs import plain_logprobs
+
     def run(chunk: list) -> list[list[float]]:
-        rows = sum(len(words[t]) for t, _ in chunk)  # every (request, word) row of the batch in one forward
-        return score_choices(fm, [x for _, x in chunk], [words[t] for t, _ in chunk], [prompts[t] for t, _ in chunk],
-                             batch_size=rows)
+        rows, owners = [], []  # every (request, word) row of the batch in one forward
+        for i, (task, text) in enumerate(chunk):
+            pairs = [encode_pair(fm, text, w) for w in words[task]]
+            one = one_token_choices_row(fm, pairs)
+            rows += [one] if one is not None else pairs
+            owners += [(i, None)] if one is not None else [(i, c) for c in range(len(pairs))]
+        rows_prompts = prompt_list(fm, [prompts[chunk[i][0]] for i, _ in owners], len(owners))
+        order = sorted(range(len(rows)), key=lambda k: len(rows[k].input_ids) + len(rows[k].target_ids))
+        lps = plain_logprobs(fm, [rows[k] for k in order], [rows_prompts[k] for k in order])
+        out = [[0.0] * len(words[task]) for task, _ in chunk]
+        for k, lp in zip(order, lps, strict=True):
+            i, c = owners[k]
+            if c is None:
+                out[i] = lp.tolist()
+            else:
+                out[i][c] = float(lp.sum())
+        return out
     return run
 
 
