@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from softprompt import __version__
@@ -39,8 +39,9 @@ class SoftPrompt(nn.Module):
 
     def __init__(self, embeddings: torch.Tensor, metadata: dict[str, Any] | None = None) -> None:
         super().__init__()
-        if embeddings.dim() != 2:
-            raise UsageError(f"a soft prompt is a [P, H] matrix; got shape {tuple(embeddings.shape)}")
+        problem = _shape_problem(tuple(embeddings.shape))
+        if problem is not None:
+            raise UsageError(problem)
         self.embeddings = nn.Parameter(embeddings.detach().to(torch.float32).clone())
         self.metadata: dict[str, Any] = dict(metadata or {})
 
@@ -99,23 +100,37 @@ class SoftPrompt(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, model: FrozenModel | None = None) -> SoftPrompt:
-        """Read a prompt file; with `model`, also check it was made for that model."""
+        """Read a prompt file; with `model`, also check it was made for that model.
+
+        The tensor's name, dtype and shape are checked from the header before its data is read, and its values
+        after: a file of another kind, a non-float tensor (pickle bytes stored as U8 are never unpickled, just
+        refused), a shape other than [P, H] with P, H ≥ 1, and NaN/inf values are refused as saving refuses them.
+        """
         path = Path(path)
         if not path.is_file():
             raise PromptFileError(f"prompt file not found: {path}")
         try:
-            tensors = load_file(str(path))  # safetensors: data only, nothing executed
-            with safe_open(str(path), framework="pt") as handle:
+            with safe_open(str(path), framework="pt") as handle:  # safetensors: data only, nothing executed
                 header = handle.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as err:
+                names = sorted(handle.keys())
+                problem = _tensor_problem(handle) if TENSOR_NAME in names else None
+                tensor = handle.get_tensor(TENSOR_NAME) if TENSOR_NAME in names and problem is None else None
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             raise PromptFileError(f"{path} is not a readable safetensors prompt file ({err})") from None
-        if TENSOR_NAME not in tensors:
+        if problem is not None:
+            raise PromptFileError(f"{path}: {problem}; is it a softprompt file? Save prompts with softprompt "
+                                  "(SoftPrompt.save) or train a new one.")
+        if tensor is None:
             raise PromptFileError(
-                f"{path} has no '{TENSOR_NAME}' tensor (found: {sorted(tensors)}); is it a softprompt file? "
+                f"{path} has no '{TENSOR_NAME}' tensor (found: {names}); is it a softprompt file? "
                 "PEFT adapter directories are read with `softprompt import-peft`."
             )
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise PromptFileError(f"{path}: {bad} of the prompt's {tensor.numel()} values are NaN or inf; the file "
+                                  "is corrupt or from a diverged run: use an earlier checkpoint or train again")
         metadata = {key: _json_or_str(value) for key, value in header.items()}
-        prompt = cls(tensors[TENSOR_NAME], metadata)
+        prompt = cls(tensor, metadata)
         if model is not None:
             prompt.check_fits(model, source=str(path))
         return prompt
@@ -133,3 +148,24 @@ def _json_or_str(value: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError:
         return value  # metadata written by other tools is plain strings
+
+
+FLOAT_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+
+
+def _tensor_problem(handle: Any) -> str | None:
+    """What is wrong with the prompt tensor's dtype or shape in an open safetensors file, read from its header."""
+    piece = handle.get_slice(TENSOR_NAME)
+    dtype, shape = str(piece.get_dtype()), tuple(piece.get_shape())
+    if dtype not in FLOAT_DTYPES:
+        return f"'{TENSOR_NAME}' has dtype {dtype}; a soft prompt is floating point ({', '.join(FLOAT_DTYPES)})"
+    return _shape_problem(shape)
+
+
+def _shape_problem(shape: tuple[int, ...]) -> str | None:
+    """Why `shape` is no [P, H] prompt matrix (one row per prompt vector, at least one of each), or None."""
+    if len(shape) != 2:
+        return f"a soft prompt is a [P, H] matrix; got shape {list(shape)} (rank {len(shape)})"
+    if min(shape) < 1:
+        return f"a soft prompt has at least one vector of width at least 1; got shape [P={shape[0]}, H={shape[1]}]"
+    return None
