@@ -10,6 +10,7 @@ import pytest
 
 from softprompt.tasks import data, get_task
 from softprompt.tasks.data import (
+    DataFileError,
     DataNotFoundError,
     HubSource,
     Source,
@@ -149,3 +150,55 @@ def test_where_filter_applies_to_files_and_hub(tmp_path, monkeypatch):
     hub = HubSource("x/y", None, {"train": "train"}, lambda row: row)
     monkeypatch.setattr(data, "_hub_rows", lambda h, split: [{"n": 4}, {"n": 5}])
     assert [r["n"] for r in load_records("t", "train", [source], tmp_path / "none", hub)] == [5]
+
+
+# ---------------------------------------------------------------- files that cannot be read as their format
+
+
+def _read_all(path, **options):
+    return list(read_source(path, Source(path.name, **options)))
+
+
+def test_latin1_csv_names_the_line_and_the_encoding_option(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes("text,label\nplain,1\ncaf\xe9 au lait,0\n".encode("latin-1"))
+    with pytest.raises(DataFileError, match=r"d.csv, line 3: not valid utf-8 text .*byte 0xe9.*'encoding: latin-1'"):
+        _read_all(path, fmt="csv")
+    assert _read_all(path, fmt="csv", encoding="latin-1")[1] == {"text": "café au lait", "label": "0"}
+
+
+def test_binary_garbage_is_called_binary(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\xff\xfe" * 50)
+    with pytest.raises(DataFileError, match=r"d.csv: looks like a binary file, not csv text"):
+        _read_all(path, fmt="csv")
+
+
+def test_malformed_and_non_object_json_lines_name_the_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"x": "a"}\n\n{"x": "b", \n')
+    with pytest.raises(DataFileError, match=r"d.jsonl, line 3: not valid JSON \(.* at column \d+\); each line"):
+        _read_all(path)
+    path.write_text('{"x": "a"}\n["x", "b"]\n')
+    with pytest.raises(DataFileError, match=r"d.jsonl, line 2: a JSON list, not an object"):
+        _read_all(path)
+
+
+def test_csv_field_over_the_limit_points_at_the_unclosed_quote(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('text,label\nfine,1\n"never closed,0\n' + "more text,1\n" * 20_000)
+    with pytest.raises(DataFileError, match=r"d.csv, line 3: a field longer than the csv module's limit of \d+ "
+                                            r"characters; usually a quote that never closes.*'quoting: none'"):
+        _read_all(path, fmt="csv")
+    assert len(_read_all(path, fmt="csv", quoting="none")) == 20_002
+
+
+def test_unknown_encoding_and_broken_archives_are_data_file_errors(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"x": "a"}\n')
+    with pytest.raises(DataFileError, match=r"unknown text encoding 'utf-9'"):
+        _read_all(path, encoding="utf-9")
+    gz = tmp_path / "d.jsonl.gz"
+    gz.write_bytes(b"not gzip at all")
+    with pytest.raises(DataFileError, match=r"cannot read .*d.jsonl.gz"):
+        _read_all(gz, fmt="jsonl.gz")

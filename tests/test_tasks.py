@@ -267,3 +267,50 @@ def test_invalid_yaml_and_non_mapping(tmp_path):
         load_task_file(write(tmp_path / "list.yaml", "- a\n- b\n"))
     with pytest.raises(TaskFileError, match="missing required field 'input_template'"):
         load_task_file(write(tmp_path / "short.yaml", "name: t\ndata: {train: x}\n"))
+
+
+# ---------------------------------------------------------------- task and data files that are not what they say
+
+
+def _one_split_task(tmp_path: Path, data: str, options: str = "") -> Path:
+    return write(tmp_path / "t.yaml", f"name: t\ndata:\n  train: {data}\n{options}"
+                                      "input_template: 'text: {text}'\ntarget_field: label\n")
+
+
+def test_a_binary_task_file_is_refused_in_one_line(tmp_path):
+    png = tmp_path / "image.yaml"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    with pytest.raises(TaskFileError, match=r"image.yaml: not a UTF-8 text file \(byte 0x89 at offset 0\)"):
+        load_task_file(png)
+    nul = tmp_path / "nul.yaml"
+    nul.write_bytes(b"name: t\ndata: \x00\x01\x02\n")
+    with pytest.raises(TaskFileError, match=r"nul.yaml:2: not valid YAML: unacceptable character .*binary file") as err:
+        load_task_file(nul)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "content", "pattern"), [
+    ("d.csv", "text,label\ncaf\xe9,x\n".encode("latin-1"),
+     r"t.yaml:3: field 'data.train': .*d.csv, line 2: not valid utf-8 text .*'encoding: latin-1'"),
+    ("d.csv", bytes(range(256)) * 8, r"t.yaml:3: field 'data.train': .*d.csv: looks like a binary file"),
+    ("d.jsonl", b'{"text": "a", "label": "b"}\n{"text": "a", "label\n',
+     r"t.yaml:3: field 'data.train': .*d.jsonl, line 2: not valid JSON"),
+    ("d.csv", b'text,label\n"open quote,b\n' + b"x,y\n" * 40_000,
+     r"t.yaml:3: field 'data.train': .*d.csv, line 2: a field longer than the csv module's limit"),
+])
+def test_unreadable_data_files_name_the_task_line_the_file_and_the_data_line(tmp_path, name, content, pattern):
+    (tmp_path / name).write_bytes(content)
+    task = load_task_file(_one_split_task(tmp_path, name))
+    with pytest.raises(TaskFileError, match=pattern) as err:
+        task.examples("train")
+    assert "\n" not in str(err.value)
+
+
+def test_encoding_option_reads_latin1_and_bad_options_point_at_their_line(tmp_path):
+    (tmp_path / "d.csv").write_bytes("text,label\ncaf\xe9,x\n".encode("latin-1"))
+    task = load_task_file(_one_split_task(tmp_path, "d.csv", "encoding: latin-1\n"))
+    assert task.examples("train")[0].input_text == "text: café"
+    with pytest.raises(TaskFileError, match=r"t.yaml:4: field 'encoding': 'latin-9x' is not a text encoding"):
+        load_task_file(_one_split_task(tmp_path, "d.csv", "encoding: latin-9x\n"))
+    with pytest.raises(TaskFileError, match=r"t.yaml:4: field 'delimiter': ';;': must be one character"):
+        load_task_file(_one_split_task(tmp_path, "d.csv", "delimiter: ';;'\n"))

@@ -4,12 +4,14 @@
     data:                              # required: split -> file (relative to this YAML file; $VARS expand)
       train: tickets_train.csv
       validation: {path: tickets_dev.csv, header: false, columns: [text, topic]}
+      test: {from: train, fraction: 0.1, seed: 0}   # or carve a split out of another one (see below)
     format: csv                        # jsonl | csv | tsv (default: from the file extension)
     header: true                       # csv/tsv: first row names the columns
     columns: [text, topic]             # csv/tsv: column names when there is no header
     delimiter: ","                     # csv/tsv field separator (default , or tab)
     quoting: minimal                   # minimal (standard "quotes") | none (quotes are plain text)
-    encoding: utf-8                    # e.g. utf-8-sig for files with a byte-order mark
+    encoding: utf-8                    # e.g. utf-8-sig for files with a byte-order mark, latin-1
+    strip: false                       # true: strip leading/trailing whitespace of every field
     input_template: "ticket: {text}"   # {field} placeholders name columns / JSON keys
     label_field: topic                 # classification: the column holding the label ...
     labels: {billing: billing, bug: bug report}   # ... and label value -> label word
@@ -18,15 +20,23 @@
     main_metric: accuracy              # default: the first metric (or `average` of a standard pair)
     positive_label: bug report         # binary f1: the positive label word (default: the last one)
 
-Mistakes raise `TaskFileError` naming the file, the line and the field at fault.
+A carved split (`{from: SPLIT, fraction: F, seed: S}`) holds about F of SPLIT's records, chosen by a hash of
+each record's input fields and S (`splits.py`): the same records in every run and process, whatever the file
+order. SPLIT then excludes them, so nothing is both trained on and evaluated. Several splits carved from one
+split are disjoint too; they share one seed and their fractions sum below 1.
+
+Mistakes raise `TaskFileError` naming the file, the line and the field at fault; a data file that cannot be
+read (not text in its encoding, a bad JSON line, a runaway CSV quote) names the data file and its line too.
 """
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
 import string
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +44,13 @@ import yaml
 
 from softprompt.errors import UsageError
 from softprompt.tasks.base import Example, Mode, Task, TaskError, choice_example
-from softprompt.tasks.data import Source, read_source
+from softprompt.tasks.data import DataFileError, Record, Source, read_source
+from softprompt.tasks.splits import Window, carvings_of
+from softprompt.tasks.splits import windows as carve_windows
 
-TOP_KEYS = ("name", "data", "format", "header", "columns", "delimiter", "quoting", "encoding", "input_template",
-            "label_field", "labels", "target_field", "metrics", "main_metric", "positive_label", "description")
+TOP_KEYS = ("name", "data", "format", "header", "columns", "delimiter", "quoting", "encoding", "strip",
+            "input_template", "label_field", "labels", "target_field", "metrics", "main_metric", "positive_label",
+            "description")
 FILE_KEYS = ("path", "format", "header", "columns", "delimiter", "quoting", "encoding")
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "tsv"}
 CLASSIFICATION_METRICS = {"accuracy": "accuracy", "f1": "f1", "macro_f1": "macro_f1"}
@@ -54,18 +67,21 @@ class _Doc:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise TaskFileError(f"{path}: not a UTF-8 text file (byte 0x{err.object[err.start]:02x} at offset "
+                                f"{err.start}); a task file is YAML text, e.g. examples/ticket_topic.yaml") from None
+        except OSError as err:
+            raise TaskFileError(f"cannot read task file {path}: {err.strerror}") from None
+        try:
+            loader = yaml.SafeLoader(text)
             try:
                 node = loader.get_single_node()
                 self.data = loader.construct_document(node) if node is not None else None
             finally:
                 loader.dispose()
         except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            raise TaskFileError(f"{path}{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
-        except OSError as err:
-            raise TaskFileError(f"cannot read task file {path}: {err.strerror}") from None
+            raise TaskFileError(f"{path}{_yaml_line(err, text)}: not valid YAML: {_yaml_problem(err)}") from None
         self.lines: dict[str, int] = {}
         if node is not None:
             self._index(node, "")
@@ -102,6 +118,13 @@ def load_task_file(path: str | Path) -> Task:
         raise doc.error("name", "must be a non-empty string")
     template = _template(doc, spec["input_template"])
     files = _files(doc, spec)
+    carvings = carvings_of(spec["data"], files, doc.error)
+    # Every split in the task file's order; a carved one reads the files of the split it is carved from.
+    files = {str(s): files[carvings[str(s)][0] if str(s) in carvings else str(s)] for s in spec["data"]}
+    split_windows = carve_windows(carvings, _placeholders(template))
+    strip = spec.get("strip", False)
+    if not isinstance(strip, bool):
+        raise doc.error("strip", "must be true or false")
 
     is_classification = "label_field" in spec
     if is_classification == ("target_field" in spec):
@@ -143,22 +166,35 @@ def load_task_file(path: str | Path) -> Task:
     mode = Mode.RANK if is_classification else Mode.GENERATE
     return CustomTask(str(name), label_words, mode, main_metric, metric_names, files, formatter,
                       positive=str(positive) if positive is not None else None,
-                      notes=str(spec.get("description", f"user task from {doc.path}")), doc=doc)
+                      notes=str(spec.get("description", f"user task from {doc.path}")), doc=doc,
+                      windows=split_windows, strip=strip)
 
 
 class CustomTask(Task):
-    """A task from a YAML file: reads its files directly so a bad row is reported with its row number."""
+    """A task from a YAML file: reads its files directly so a bad row is reported with its row number.
 
-    def __init__(self, *args: Any, doc: _Doc, **kwargs: Any) -> None:
+    `windows` holds the hash windows of carved splits and of the splits they were carved from (`splits.py`);
+    `strip` strips every string field of a record before it is formatted.
+    """
+
+    def __init__(self, *args: Any, doc: _Doc, windows: dict[str, Window] | None = None, strip: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.doc = doc
+        self.windows = dict(windows or {})
+        self.strip = strip
 
     def examples(self, split: str, data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
         if split not in self.files:
             raise TaskError(f"task file {self.doc.path} has no split {split!r}; it has: {', '.join(self.files)}")
+        window = self.windows.get(split)
         out: list[Example] = []
         for source in self.files[split]:
-            for row, record in enumerate(read_source(Path(source.path), source), start=1):
+            for row, record in self._records(split, source):
+                if window is not None and not window.keeps(record):
+                    continue
+                if self.strip:
+                    record = {k: v.strip() if isinstance(v, str) else v for k, v in record.items()}
                 try:
                     out.extend(self.formatter(record))
                 except _RowError as err:
@@ -166,6 +202,14 @@ class CustomTask(Task):
                 if limit is not None and len(out) >= limit:
                     return out[:limit]
         return out
+
+    def _records(self, split: str, source: Source) -> Iterator[tuple[int, Record]]:
+        """(data row, record) of one file; a file that cannot be read names the task file's line for it."""
+        origin = self.windows[split].source if split in self.windows else split
+        try:
+            yield from enumerate(read_source(Path(source.path), source), start=1)
+        except DataFileError as err:
+            raise self.doc.error(f"data.{origin}", str(err)) from None
 
 
 class _RowError(UsageError):
@@ -214,6 +258,8 @@ def _files(doc: _Doc, spec: dict[str, Any]) -> dict[str, list[Source]]:
     base = doc.path.parent
     files: dict[str, list[Source]] = {}
     for split, entry in data.items():
+        if isinstance(entry, dict) and "from" in entry:
+            continue  # a carved split (splits.carvings_of): it reads the files of the split it names
         where = f"data.{split}"
         options = {k: spec[k] for k in FILE_KEYS if k in spec and k != "path"}
         if isinstance(entry, str):
@@ -248,11 +294,32 @@ def _files(doc: _Doc, spec: dict[str, Any]) -> dict[str, list[Source]]:
         quoting = options.get("quoting", "minimal")
         if quoting not in ("minimal", "none"):
             raise doc.error(at("quoting"), f"{quoting!r}: use 'minimal' (standard quotes) or 'none'")
+        delimiter, encoding = options.get("delimiter"), options.get("encoding", "utf-8")
+        if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
+            raise doc.error(at("delimiter"), f"{delimiter!r}: must be one character, e.g. \",\" or \"\\t\"")
+        if not _known_encoding(encoding):
+            raise doc.error(at("encoding"), f"{encoding!r} is not a text encoding Python knows; "
+                                            "e.g. utf-8, utf-8-sig, latin-1")
         files[str(split)] = [Source(
             str(path), fmt=fmt, header=bool(header), columns=tuple(columns) if columns else None,
-            delimiter=options.get("delimiter"), quoting=quoting, encoding=options.get("encoding", "utf-8"),
+            delimiter=delimiter, quoting=quoting, encoding=encoding,
         )]
     return files
+
+
+def _placeholders(template: str) -> tuple[str, ...]:
+    """The fields an input template reads, once each (what a carved split hashes)."""
+    return tuple(dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(template) if f))
+
+
+def _known_encoding(name: Any) -> bool:
+    if not isinstance(name, str):
+        return False
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
 
 
 def _formatter(doc: _Doc, template: str, field: str, labels: dict[str, str], label_words: list[str] | None) -> Any:
@@ -281,3 +348,19 @@ def _formatter(doc: _Doc, template: str, field: str, labels: dict[str, str], lab
 
     return format_record
 
+
+
+def _yaml_line(err: yaml.YAMLError, text: str) -> str:
+    """`:LINE` of a YAML error: its problem mark, or (a reader error: a character YAML refuses) its position."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is not None:
+        return f":{mark.line + 1}"
+    position = getattr(err, "position", None)
+    return f":{text.count(chr(10), 0, position) + 1}" if isinstance(position, int) else ""
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The YAML error in one line (pyyaml's own text spans several, with a pointer to the column)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    hint = "; is this a binary file?" if "special characters are not allowed" in problem else ""
+    return " ".join(str(problem).split()) + hint

@@ -11,9 +11,11 @@ to map hub rows onto the same record shape (`HubSource.row_map`).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
+import itertools
 import json
 import os
 import zipfile
@@ -33,6 +35,10 @@ Record = dict[str, Any]
 
 class DataNotFoundError(UsageError, FileNotFoundError):
     """Neither the files nor the hub could provide a task's split; the message says how to fix it."""
+
+
+class DataFileError(UsageError):
+    """A data file cannot be read as its format; the message names the file, the line where known, and a fix."""
 
 
 @dataclass(frozen=True)
@@ -132,46 +138,117 @@ def _locate(root: Path | None, source: Source) -> Path | None:
 
 
 def read_source(path: Path, source: Source) -> Iterator[Record]:
-    """Records of one file as published (see `Source.fmt`)."""
+    """Records of one file as published (see `Source.fmt`).
+
+    A file that cannot be read as its format (not text in `source.encoding`, a bad JSON line, a CSV field
+    over the csv module's size limit) raises `DataFileError` naming the file and, where known, the line.
+    """
+    try:
+        yield from _read(path, source)
+    except UnicodeDecodeError as err:
+        raise DataFileError(_decode_problem(path, source, err)) from None
+    except LookupError:
+        raise DataFileError(f"{source.describe()}: unknown text encoding {source.encoding!r}; "
+                            "use e.g. utf-8, utf-8-sig or latin-1") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataFileError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+
+
+def _read(path: Path, source: Source) -> Iterator[Record]:
     if source.member is not None:
         with zipfile.ZipFile(path) as archive:
             text = archive.read(source.member).decode(source.encoding)
-        yield from _parse(io.StringIO(text), source)
+        yield from _parse(io.StringIO(text), source, path)
     elif source.fmt == "jsonl.gz":
         with gzip.open(path, "rt", encoding=source.encoding) as handle:
-            yield from _parse(handle, source)
+            yield from _parse(handle, source, path)
     else:
         with open(path, encoding=source.encoding, newline="") as handle:
-            yield from _parse(handle, source)
+            yield from _parse(handle, source, path)
 
 
-def _parse(handle: io.TextIOBase | Any, source: Source) -> Iterator[Record]:
+def _decode_problem(path: Path, source: Source, err: UnicodeDecodeError) -> str:
+    """Say which line is not text in the file's encoding, and what to do about it.
+
+    The text reader decodes in blocks, so the error itself does not know the line: decode the raw lines again,
+    one at a time with an incremental decoder (only on this error path), to find the first one that fails.
+    """
+    name = f"{path}!{source.member}" if source.member else str(path)
+    line = None
+    if source.member is None:
+        opener = gzip.open if source.fmt == "jsonl.gz" else open
+        decoder = codecs.getincrementaldecoder(source.encoding)()
+        with opener(path, "rb") as raw:
+            head = raw.read(4096)
+            raw.seek(0)
+            for number, chunk in enumerate(raw, start=1):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    line = number
+                    break
+        if b"\x00" in head and "16" not in source.encoding and "32" not in source.encoding:
+            return (f"{name}: looks like a binary file, not {source.fmt} text (it has NUL bytes); "
+                    f"check that the path names the {source.fmt} file itself")
+    where = f", line {line}" if line is not None else ""
+    return (f"{name}{where}: not valid {source.encoding} text ({err.reason}, byte 0x{err.object[err.start]:02x}); "
+            "if the file is in another encoding say so (e.g. 'encoding: latin-1' in the task file), "
+            "or convert it to UTF-8")
+
+
+def _parse(handle: io.TextIOBase | Any, source: Source, path: Path) -> Iterator[Record]:
     fmt = source.fmt
     if fmt in ("jsonl", "jsonl.gz"):
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             if line.strip():
-                record = json.loads(line)
-                if isinstance(record, dict) and set(record) == {"header"}:
+                record = _json_line(line, path, number)
+                if set(record) == {"header"}:
                     continue  # MRQA files start with {"header": {...}}
                 yield record
     elif fmt == "json-dict":
-        yield from json.load(handle).values()
+        yield from _json_file(handle, path).values()
     elif fmt == "squad-json":
-        for article in json.load(handle)["data"]:
+        for article in _json_file(handle, path)["data"]:
             for paragraph in article["paragraphs"]:
                 yield {"title": article.get("title", ""), **paragraph}
     elif fmt in ("csv", "tsv"):
-        yield from read_delimited(handle, source)
+        yield from read_delimited(handle, source, path)
     else:
         raise ValueError(f"unknown data format {fmt!r} for {source.path}")
 
 
-def read_delimited(handle: Any, source: Source) -> Iterator[Record]:
+def _json_line(line: str, path: Path, number: int) -> Record:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataFileError(f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); "
+                            "each line of a .jsonl file must be one complete JSON object") from None
+    if not isinstance(record, dict):
+        raise DataFileError(f"{path}, line {number}: a JSON {type(record).__name__}, not an object; "
+                            'each line of a .jsonl file must be one object such as {"text": ..., "label": ...}')
+    return record
+
+
+def _json_file(handle: Any, path: Path) -> Any:
+    try:
+        return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise DataFileError(f"{path}, line {err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+
+
+def read_delimited(handle: Any, source: Source, path: Path | None = None) -> Iterator[Record]:
     """CSV/TSV rows as dicts keyed by the header or by `source.columns`."""
     quoting = {"minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}[source.quoting]
     reader = csv.reader(handle, delimiter=source.delimiter or ("\t" if source.fmt == "tsv" else ","), quoting=quoting)
     names: Sequence[str] | None = source.columns
-    for i, row in enumerate(reader):
+    for i in itertools.count():
+        start = reader.line_num + 1  # a quoted field may span lines: report where its row began
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise DataFileError(_csv_problem(path or Path(source.path), start, err, source)) from None
         if i == 0 and source.header:
             names = names or [c.strip() for c in row]
             continue
@@ -180,6 +257,17 @@ def read_delimited(handle: Any, source: Source) -> Iterator[Record]:
         if names is None:
             names = [str(k) for k in range(len(row))]
         yield dict(zip(names, row, strict=False))
+
+
+def _csv_problem(path: Path, line: int, err: csv.Error, source: Source) -> str:
+    """The csv module's complaint with the line and the likely cause (a quote that never closes)."""
+    if "field limit" not in str(err):
+        return f"{path}, line {line}: {err}; check the file's quoting and delimiter"
+    limit = f"{path}, line {line}: a field longer than the csv module's limit of {csv.field_size_limit()} characters"
+    if source.quoting == "minimal":
+        return (f"{limit}; usually a quote that never closes, so the rest of the file reads as one field: "
+                "fix the quoting, or say 'quoting: none' in the task file if quote characters are plain text")
+    return f"{limit}; split or shorten that field"
 
 
 def _hub_rows(hub: HubSource, split: str) -> list[Record]:
