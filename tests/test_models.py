@@ -6,7 +6,9 @@ dirs with their own cache; one slow test loads the real default model through th
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -18,7 +20,9 @@ import pytest
 import torch
 from tiny import tiny_causal, tiny_seq2seq, tiny_tokenizer
 
+import softprompt.model.cache as cache
 import softprompt.model.loading as models
+from softprompt.errors import UsageError
 from softprompt.model.frozen import embedding_fingerprint
 from softprompt.model.loading import MANIFEST, ModelLoadError, load_model, model_info, resolve_dtype
 
@@ -157,6 +161,94 @@ def test_changed_gguf_gets_a_new_entry(tiny_gguf) -> None:
     first = entry_of(load_model(str(path)))
     path.write_bytes(path.read_bytes() + b"\0" * 32)  # GGUF pads to 32 bytes: still readable
     assert entry_of(load_model(str(path))) != first
+
+
+def _shift_mtime(path: Path, seconds: int) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + seconds * 10**9))
+
+
+def test_reinstalled_gguf_reuses_its_entry(tiny_gguf, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh venv installs the same GGUF bytes at a new path with a new mtime: still one entry, never
+    dequantized again (the key was name|size|mtime: one more copy per install)."""
+    path, _ = tiny_gguf
+    first = entry_of(load_model(str(path)))
+    reinstalled = tmp_path / "venv-2" / path.name
+    reinstalled.parent.mkdir()
+    shutil.copyfile(path, reinstalled)
+    _shift_mtime(reinstalled, 3600)
+    _shift_mtime(path, 60)  # pip reinstalling in place
+    monkeypatch.setattr(models, "_dequantize_gguf", lambda _: pytest.fail("the same bytes were dequantized again"))
+    assert entry_of(load_model(str(reinstalled))) == first
+    assert entry_of(load_model(str(path))) == first
+    assert [p.name for p in first.parent.iterdir()] == [first.name]
+
+
+def test_the_digest_is_computed_once_per_file_version(tiny_gguf, tmp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = tiny_gguf
+    load_model(str(path))
+    hashed: list[Path] = []
+    real = cache.sha256_of
+    monkeypatch.setattr(cache, "sha256_of", lambda p: hashed.append(p) or real(p))
+    load_model(str(path))
+    assert hashed == []  # path, size and mtime as recorded: the index answers
+    _shift_mtime(path, 5)
+    load_model(str(path))
+    assert len(hashed) == 1  # a touched file is hashed again (not dequantized: same bytes, same key)
+    index = json.loads((tmp_cache / cache.DIGEST_INDEX).read_text())
+    assert index[str(path.resolve())]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_cache / cache.DIGEST_INDEX).write_text("{damaged")  # only a cache of digests: rebuilt
+    assert load_model(str(path)).vocab_size == 320 and len(hashed) == 2
+
+
+def test_an_entry_made_before_content_keys_is_adopted(tiny_gguf, tmp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = tiny_gguf
+    entry = entry_of(load_model(str(path)))
+    stat = path.stat()  # the key of earlier versions, spelled out: name|size|mtime|cache version
+    old = hashlib.sha256(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}|1".encode()).hexdigest()[:12]
+    legacy = entry.with_name(f"{path.stem}-{old}")
+    entry.rename(legacy)
+    (tmp_cache / cache.DIGEST_INDEX).unlink()
+    monkeypatch.setattr(models, "_dequantize_gguf", lambda _: pytest.fail("rebuilt instead of adopted"))
+    assert entry_of(load_model(str(path))) == entry and not legacy.exists()
+
+
+def test_manifest_records_the_source_and_each_load_touches_it(tiny_gguf) -> None:
+    path, _ = tiny_gguf
+    entry = entry_of(load_model(str(path)))
+    manifest = json.loads((entry / MANIFEST).read_text())
+    assert manifest["source"] == {"model": str(path), "file": str(path), "size": path.stat().st_size,
+                                  "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    os.utime(entry / MANIFEST, (1_000_000, 1_000_000))
+    load_model(str(path))
+    assert (entry / MANIFEST).stat().st_mtime > 1_000_000
+
+
+def test_cache_entries_are_listed_and_removed(tiny_gguf, tmp_path: Path, tmp_cache: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = tiny_gguf
+    first = entry_of(load_model(str(path)))
+    changed = tmp_path / "v2" / path.name
+    changed.parent.mkdir()
+    changed.write_bytes(path.read_bytes() + b"\0" * 32)  # other bytes, same stem
+    second = entry_of(load_model(str(changed)))
+    (legacy := tmp_cache / "models" / f"{path.stem}-0123456789ab").mkdir()  # an old entry, no source
+    (legacy / "model.safetensors").write_bytes(b"x" * 10)
+    entries = {e.name: e for e in cache.list_entries(tmp_cache)}
+    assert set(entries) == {first.name, second.name, legacy.name}
+    shown = entries[first.name]
+    assert shown.size_bytes == sum(p.stat().st_size for p in first.iterdir()) and shown.problem is None
+    assert shown.source == f"{path} ({path})" and shown.fingerprint == json.loads((first / MANIFEST).read_text())["fingerprint"]
+    assert entries[legacy.name].source.startswith("unknown") and entries[legacy.name].problem
+    assert {e.name for e in cache.select_entries(tmp_cache, path.stem)} == set(entries)
+    with pytest.raises(UsageError, match="no cached model named 'nope'"):
+        cache.select_entries(tmp_cache, "nope")
+    assert cache.remove_entries(cache.select_entries(tmp_cache, first.name)) == shown.size_bytes
+    assert sorted(p.name for p in (tmp_cache / "models").iterdir()) == sorted([second.name, legacy.name])
+    rebuilt: list[Path] = []
+    real = models._dequantize_gguf
+    monkeypatch.setattr(models, "_dequantize_gguf", lambda p: rebuilt.append(p) or real(p))
+    assert entry_of(load_model(str(path))) == first and rebuilt == [path]  # a cleared entry is made again
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete", "fingerprint", "manifest"])

