@@ -226,3 +226,100 @@ def test_min_input_tokens_trains_on_the_longer_examples_only(tmp_path):
     assert json.loads(RunDir(result.out_dir).summary.read_text())["train_examples"] == long
     with pytest.raises(TrainingError, match=r"have >= 100000 input tokens \(batch size 8\): lower --min-input-tokens"):
         train(config(tmp_path, steps=1, min_input_tokens=100_000), fm=fm, progress=False)
+
+
+def test_resume_goes_on_past_a_torn_last_log_line(tmp_path):
+    """A kill while a log line was being written leaves half of it (issue 21: JSONDecodeError on --resume)."""
+    first = train(config(tmp_path, steps=4, eval_every=2), fm=tiny_causal(), progress=False)
+    with RunDir(first.out_dir).metrics.open("a") as handle:
+        handle.write('{"step": 16, "loss": 0.5')
+    resumed = train(config(tmp_path, steps=6, eval_every=2), fm=tiny_causal(), resume=True, progress=False)
+    steps = [json.loads(line)["step"] for line in RunDir(resumed.out_dir).metrics.read_text().splitlines()]
+    assert resumed.steps_done == 6 and steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_with_a_malformed_log_line_is_refused_and_writes_nothing(tmp_path):
+    from softprompt.errors import UsageError
+
+    out = RunDir(train(config(tmp_path, steps=4, eval_every=2), fm=tiny_causal(), progress=False).out_dir)
+    lines = out.metrics.read_text().splitlines()
+    out.metrics.write_text("\n".join([lines[0], "{oops", *lines[2:]]) + "\n")
+    before = {p: p.read_bytes() for p in (out.metrics, out.config, out.summary, out.checkpoint)}
+    with pytest.raises(UsageError, match=r"metrics\.jsonl line 2 is not a step record"):
+        train(config(tmp_path, steps=6, eval_every=2), fm=tiny_causal(), resume=True, progress=False)
+    assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"task": "rte"}, "task 'sst2' -> 'rte'"),
+    ({"prompt_length": 8, "seed": 2}, "prompt_length 4 -> 8, seed 1 -> 2"),
+    ({"weight_decay": 0.1}, "weight_decay 1e-05 -> 0.1"),
+])
+def test_resume_refuses_a_changed_config_naming_the_fields_and_leaves_the_run_alone(tmp_path, change, named):
+    out = RunDir(train(config(tmp_path, steps=2, eval_every=2), fm=tiny_causal(), progress=False).out_dir)
+    before = {p: p.read_bytes() for p in (out.config, out.summary, out.checkpoint, out.metrics)}
+    with pytest.raises(ConfigError, match=rf"--resume .*run cannot change {named}: .*Only --lr, --steps and "
+                                          "--max-minutes may change on resume"):
+        train(config(tmp_path, steps=4, eval_every=2, **change), fm=tiny_causal(), resume=True, progress=False)
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_resume_may_change_lr_steps_and_max_minutes(tmp_path):
+    train(config(tmp_path, steps=2, eval_every=2), fm=tiny_causal(), progress=False)
+    result = train(config(tmp_path, steps=4, eval_every=2, lr=0.1, max_minutes=60.0), fm=tiny_causal(), resume=True,
+                   progress=False)
+    assert result.steps_done == 4
+    saved = TrainConfig.from_sources(RunDir(result.out_dir).config)
+    assert (saved.steps, saved.lr, saved.max_minutes) == (4, 0.1, 60.0)
+
+
+def test_resume_from_a_checkpoint_holding_nan_says_it_is_corrupt(tmp_path):
+    """Not "lower --lr ... the last good checkpoint is <that file>", which sent users back to the bad file."""
+    from safetensors import safe_open
+
+    from softprompt.errors import UsageError
+    from softprompt.training.checkpoint import save_checkpoint
+    from softprompt.training.optimizers import make_optimizer
+
+    out = RunDir(train(config(tmp_path, steps=2, eval_every=2), fm=tiny_causal(), progress=False).out_dir)
+    with safe_open(str(out.checkpoint), framework="pt") as handle:
+        counters = json.loads(handle.metadata()["counters"])
+    bad = {"prompt": torch.full((4, 32), float("nan"), requires_grad=True)}
+    save_checkpoint(out.checkpoint, bad, make_optimizer(list(bad.values()), config(tmp_path)), counters)
+    with pytest.raises(Exception, match="checkpoint .*checkpoint.safetensors is corrupt") as err:
+        train(config(tmp_path, steps=4, eval_every=2), fm=tiny_causal(), resume=True, progress=False)
+    assert "--lr" not in str(err.value) and isinstance(err.value, UsageError)  # one line from the CLI
+
+
+def test_a_run_folder_in_use_is_refused_with_the_holders_pid(tmp_path):
+    import os
+
+    from softprompt.errors import UsageError
+
+    cfg = config(tmp_path, steps=2)
+    with RunDir(cfg.out).claim():
+        with pytest.raises(UsageError, match=rf"another train process \(pid {os.getpid()}\) is writing to"):
+            train(cfg, fm=tiny_causal(), progress=False)
+    assert not RunDir(cfg.out).metrics.exists()
+    assert train(cfg, fm=tiny_causal(), progress=False).steps_done == 2  # the lock went with the holder
+
+
+def test_out_pointing_at_a_file_or_below_one_is_a_usage_error(tmp_path):
+    from softprompt.errors import UsageError
+
+    afile = tmp_path / "taken"
+    afile.write_text("not a run")
+    with pytest.raises(UsageError, match="is an existing file, not a folder"):
+        train(config(tmp_path, out=str(afile)), fm=tiny_causal(), progress=False)
+    with pytest.raises(UsageError, match=r"cannot write into --out .*taken/run \(Not a directory\)"):
+        train(config(tmp_path, out=str(afile / "run")), fm=tiny_causal(), progress=False)
+    assert afile.read_text() == "not a run"
+
+
+def test_a_resumed_run_removes_the_temp_files_a_kill_left(tmp_path):
+    out = RunDir(train(config(tmp_path, steps=2, eval_every=2), fm=tiny_causal(), progress=False).out_dir)
+    stale = out.root / ".checkpoint.safetensors.u8x2k1.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    train(config(tmp_path, steps=3, eval_every=2), fm=tiny_causal(), resume=True, progress=False)
+    assert not stale.exists()
+    assert not [p.name for p in out.root.iterdir() if p.name.endswith(".tmp")]

@@ -9,10 +9,12 @@ so N ranks give the same prompt as one process with the same global batch.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +36,12 @@ from softprompt.training.init import make_prompt
 from softprompt.training.optimizers import make_optimizer, set_lr
 from softprompt.training.rows import Row, encode_rows, step_loss
 from softprompt.training.rundir import RunDir
-from softprompt.training.state import TrainState
+from softprompt.training.state import TrainState, check_resume_config
 
 __all__ = ["Row", "TrainResult", "TrainState", "TrainingError", "encode_rows", "step_loss", "train"]
+
+
+log = logging.getLogger("softprompt.training")
 
 
 class TrainingError(SoftpromptError, RuntimeError):
@@ -96,24 +101,41 @@ def train(
 
     started = time.time()
     rank, world = _join(cfg)
+    out = RunDir(cfg.out)
+    if resume and not out.checkpoint.is_file():
+        raise TrainingError(f"nothing to resume: {out.checkpoint} does not exist")
+    # 0. Hold the folder for the whole run (rank 0 writes it; other ranks only read), so a second `train`
+    # on the same --out is refused instead of interleaving logs; a resume must not turn into another run.
+    with out.claim() if rank == 0 else nullcontext(out):
+        if resume:
+            check_resume_config(out.config, cfg)
 
-    # 1. Model, task, data. Model tuning needs fp32 master weights (bf16 would drop small updates).
-    if fm is None:
-        fm = load_model(cfg.model, dtype="fp32" if cfg.method is Method.MODEL_TUNING else None)
-    task, train_examples, val_examples, rows = _data(cfg, fm, task, train_examples, eval_examples)
+        # 1. Model, task, data. Model tuning needs fp32 master weights (bf16 would drop small updates).
+        if fm is None:
+            fm = load_model(cfg.model, dtype="fp32" if cfg.method is Method.MODEL_TUNING else None)
+        task, train_examples, val_examples, rows = _data(cfg, fm, task, train_examples, eval_examples)
 
-    # 2. What learns: the prompt (fp32), or every weight of the model.
-    prompt, named = _learners(cfg, fm, task, train_examples)
-    run = _Run(cfg, fm, task, rows, val_examples, prompt, named, make_optimizer(list(named.values()), cfg),
-               RunDir(cfg.out), rank, world, started, _autocast(cfg, fm))
+        # 2. What learns: the prompt (fp32), or every weight of the model.
+        prompt, named = _learners(cfg, fm, task, train_examples)
+        run = _Run(cfg, fm, task, rows, val_examples, prompt, named, make_optimizer(list(named.values()), cfg),
+                   out, rank, world, started, _autocast(cfg, fm))
 
-    # 3. Fresh start or resume from the last checkpoint.
-    state = _start(run, resume)
+        # 3. Fresh start or resume from the last checkpoint.
+        state = _start(run, resume)
+
+        # 4. The loop: one step, then evaluate / keep the best / checkpoint when due.
+        _loop(run, state, progress, on_step)
+
+        # 5. Summary.
+        return _finish(run, state)
+
+
+def _loop(run: _Run, state: TrainState, progress: bool, on_step: Callable[[TrainState], None] | None) -> None:
+    """Steps until cfg.steps, patience or the time budget; each step logged, checkpoints when due."""
+    cfg, rank = run.cfg, run.rank
     checkpoint_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps
-
-    # 4. The loop: one step, then evaluate / keep the best / checkpoint when due.
     bar = _progress(cfg.steps, state.step, enabled=progress and rank == 0)
-    lengths = [r.length for r in rows]
+    lengths = [r.length for r in run.rows]
     batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, state.epoch)
     while state.step < cfg.steps:
         if state.batch >= len(batches):  # 4a. next epoch: a fresh order from (seed, epoch), so resume replays it
@@ -124,12 +146,12 @@ def train(
         if (cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == cfg.steps or out_of_time:
             _evaluate_and_keep(run, state, record)  # 4c. evaluate, keep the best, count patience
         if rank == 0:  # 4d. log, and checkpoint when due (always before stopping)
-            _append_log(run.dir.metrics, record)
+            run.dir.append_metrics(record)
             if state.step % checkpoint_every == 0 or state.step == cfg.steps or state.stopped_early or out_of_time:
                 state.seconds = round(time.time() - run.started, 3)
-                save_checkpoint(run.dir.checkpoint, named, run.optimizer, state.to_counters())
-                if prompt is not None:  # model tuning keeps its best weights only (they are the model's size)
-                    _save_prompt(prompt, run.dir.last_prompt, {"step": state.step})
+                save_checkpoint(run.dir.checkpoint, run.named, run.optimizer, state.to_counters())
+                if run.prompt is not None:  # model tuning keeps its best weights only (they are the model's size)
+                    _save_prompt(run.prompt, run.dir.last_prompt, {"step": state.step})
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_s']:.1f}",
                         best=state.best if state.best is None else f"{state.best:.4f}")
@@ -139,9 +161,6 @@ def train(
             state.stopped_early = True
             break
     bar.close()
-
-    # 5. Summary.
-    return _finish(run, state)
 
 
 def _join(cfg: TrainConfig) -> tuple[int, int]:
@@ -220,20 +239,19 @@ def _start(run: _Run, resume: bool) -> TrainState:
     """A fresh state and a clean run folder, or the state, weights and optimizer of the last checkpoint."""
     state = TrainState()
     if resume:
-        if not run.dir.checkpoint.is_file():
-            raise TrainingError(f"nothing to resume: {run.dir.checkpoint} does not exist")
         state = TrainState.from_counters(load_checkpoint(run.dir.checkpoint, run.named, run.optimizer))
         # --max-minutes is the run's budget, not each process's: the time up to the checkpoint stays spent.
         run.started -= state.seconds
         # A resumed run takes the lr of its config (it may lower it, e.g. after a divergence): set each step.
-        _truncate_log(run.dir.metrics, state.step)
     if run.rank == 0:
-        run.dir.root.mkdir(parents=True, exist_ok=True)
+        for path in run.dir.remove_stale_temps():  # a kill mid-write leaves them; nothing else writes here now
+            log.info("removed %s, left by a killed writer", path)
+        # A killed run may have logged steps after its last checkpoint: the resumed run redoes them. A fresh
+        # start (step 0) in a used folder must not append to the old log.
+        run.dir.restart_metrics(state.step)
         run.cfg.save(run.dir.config)
-        if not resume:
-            _truncate_log(run.dir.metrics, 0)  # a fresh start in a used folder must not append to its log
-            if run.prompt is not None:
-                run.prompt.save(run.dir.init_prompt)  # the untrained prompt: interpretability compares before/after
+        if not resume and run.prompt is not None:
+            run.prompt.save(run.dir.init_prompt)  # the untrained prompt: interpretability compares before/after
     return state
 
 
@@ -327,18 +345,6 @@ def _save_best(run: _Run, meta: dict[str, Any]) -> None:
 def _save_prompt(prompt: SoftPrompt, path: Path, meta: dict[str, Any]) -> None:
     prompt.metadata.update(meta)  # what it was saved for: step, and the metrics of a best prompt
     prompt.save(path)
-
-
-def _append_log(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """A killed run may have logged steps after its last checkpoint; the resumed run redoes them."""
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:
