@@ -18,6 +18,18 @@ REAL_DATA_MARKER = Path("SST-2") / "train.tsv"
 
 
 @pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama saved as a Hugging Face folder: `--model DIR` loads it like any local model."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    from tiny import tiny_causal
+
+    fm = tiny_causal(add_bos=False)
+    fm.model.save_pretrained(folder)
+    fm.tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def fm() -> FrozenModel:
     """A tiny 2-layer Llama (`tiny.tiny_causal()`), one per test module: tests that change its weights or need
     another seed or tokenizer build their own."""

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny import tiny_causal
 
 from softprompt.cli import main
 from softprompt.tasks import load_task_file
@@ -23,16 +22,6 @@ def _keep_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A tiny Llama saved as a Hugging Face folder: `--model DIR` loads it like any local model."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    fm = tiny_causal(add_bos=False)
-    fm.model.save_pretrained(folder)
-    fm.tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import torch
 import typer.main
-from tiny import tiny_causal
 from typer.testing import CliRunner
 
 from softprompt import __version__, cli
@@ -49,16 +48,6 @@ def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args:
         code = done.code if isinstance(done.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A tiny Llama saved as a Hugging Face folder: `--model DIR` loads it like any local model."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    fm = tiny_causal(add_bos=False)
-    fm.model.save_pretrained(folder)
-    fm.tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_installed_command_smoke():

@@ -11,30 +11,16 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from test_server import LABELS, LENGTHS, SETTINGS, TEXTS, start_server
+import test_server
+from test_server import LABELS, SETTINGS, TEXTS
 
 from softprompt.serve import Engine
 from softprompt.serve.engine import GenerateRequest
-from softprompt.training.init import make_prompt
 
 pytestmark = pytest.mark.integration  # a real server on a loopback port
 
-
-@pytest.fixture(scope="module")
-def live(fm, tmp_path_factory):
-    prompts = tmp_path_factory.mktemp("prompts")
-    for task, words in LABELS.items():
-        make_prompt(fm, LENGTHS[task], "class-labels", labels=words, task=task).save(prompts / f"{task}.safetensors")
-    running = start_server(Engine(fm, prompts, batch_size=SETTINGS.max_batch_size), SETTINGS)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def fm():
-    from tiny import tiny_causal
-
-    return tiny_causal()
+# test_server's fixtures: the tiny model folder, its model, the running server with prompts for LABELS
+model_dir, fm, live = test_server.model_dir, test_server.fm, test_server.live
 
 
 @pytest.fixture
