@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Benchmark data lives beside the checkout; never copied into the repo.
 export SOFTPROMPT_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test test-fast lint bench-train bench-serve bench-load vllm-env experiments experiments-quick report clean
+.PHONY: setup demo test test-fast lint bench-train bench-serve bench-load bench-quality vllm-env experiments experiments-quick report clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ bench-train: setup
 	$(BIN)/python benchmarks/train_vs_peft.py
 
 # Mixed-task serving (cached prompt KV) vs PEFT adapter switching vs our uncached path, P sweep, K=5 ensemble;
+# time to accuracy vs PEFT prompt tuning (hours: SST-2, BoolQ, BANKING77 at 2/5/10/20/30 training minutes);
+# writes benchmarks/results/time_to_accuracy.json and a PNG per task. `--quick` for a smoke run, `--tasks`/`--minutes`.
+bench-quality: setup
+	$(BIN)/python benchmarks/time_to_accuracy.py
+
 # writes benchmarks/results/serve_vs_peft.json. `$(BIN)/python benchmarks/serve_vs_peft.py --quick` for a smoke run.
 bench-serve: setup
 	$(BIN)/python benchmarks/serve_vs_peft.py

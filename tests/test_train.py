@@ -57,8 +57,10 @@ def test_train_on_injected_examples_needs_no_benchmark_files(tmp_path):
     seen = []
     fm = tiny_causal()
     result = train(cfg, fm=fm, progress=False, task=task, train_examples=examples, eval_examples=examples[:4],
-                   on_step=lambda state: seen.append(state.step))
-    assert seen == [1, 2, 3] and result.steps_done == 3 and result.best_step == 3
+                   on_step=lambda state, prompt: seen.append((state.step, prompt.embeddings.detach().clone())))
+    assert [step for step, _ in seen] == [1, 2, 3]
+    assert not torch.equal(seen[0][1], seen[2][1])  # the prompt as trained so far, not the initial one
+    assert result.steps_done == 3 and result.best_step == 3
     assert {"prompt.safetensors", "last.safetensors", "init.safetensors", "metrics.jsonl", "config.yaml",
             "summary.json", "checkpoint.safetensors"} <= {p.name for p in result.out_dir.iterdir()}
     init = SoftPrompt.load(RunDir(result.out_dir).init_prompt, model=fm).embeddings
@@ -133,7 +135,7 @@ from tiny import tiny_causal
 from softprompt.training.config import TrainConfig
 from softprompt.training.loop import train
 def kill_at(step):
-    def on_step(state):
+    def on_step(state, prompt):
         if state.step == step:
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final checkpoint: as a crash or OOM kill
     return on_step if step else None

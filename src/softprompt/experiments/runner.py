@@ -191,8 +191,8 @@ def _train_config(variant: Variant, out: Path, data_dir: str | None, method: str
 
     b, k = variant.budget, variant.knobs
     lr = k.get("lr") if k.get("lr") is not None else (b.get("lr_model_tuning") if method == "model-tuning" else None)
-    return TrainConfig(
-        task=variant.task, model=variant.model, method=method, prompt_length=k["prompt_length"], init=k["init"],
+    return TrainConfig(  # the studies test the paper's claims: its recipe, whatever train's default is
+        task=variant.task, model=variant.model, method=method, recipe="paper", prompt_length=k["prompt_length"], init=k["init"],
         seed=k["seed"], lr=lr, steps=b.get("steps", 200), batch_size=b.get("batch_size", 16),
         eval_every=b.get("eval_every", 100), eval_limit=b.get("eval_limit", 300),
         eval_batch_size=b.get("eval_batch_size", 32), max_minutes=b.get("max_minutes"),

@@ -90,12 +90,13 @@ def distributed() -> tuple[int, int]:
 def train(
     cfg: TrainConfig, *, fm: FrozenModel | None = None, resume: bool = False, progress: bool = True,
     task: Task | None = None, train_examples: list[Example] | None = None, eval_examples: list[Example] | None = None,
-    on_step: Callable[[TrainState], None] | None = None,
+    on_step: Callable[[TrainState, SoftPrompt | None], None] | None = None,
 ) -> TrainResult:
     """Run one training job described by `cfg`; files go to `cfg.out` (see TrainConfig.out).
 
     `task`, `train_examples` and `eval_examples` replace what `cfg` names (tests train without benchmark
-    files); `on_step` is called after each finished step, once its log line and checkpoint are written.
+    files); `on_step(state, prompt)` is called after each finished step, once its log line and checkpoint are
+    written, with the prompt as it is now (None for model tuning): benchmarks evaluate it at their own clock.
     """
     from softprompt.model.loading import load_model
 
@@ -130,7 +131,9 @@ def train(
         return _finish(run, state)
 
 
-def _loop(run: _Run, state: TrainState, progress: bool, on_step: Callable[[TrainState], None] | None) -> None:
+def _loop(
+    run: _Run, state: TrainState, progress: bool, on_step: Callable[[TrainState, SoftPrompt | None], None] | None,
+) -> None:
     """Steps until cfg.steps, patience or the time budget; each step logged, checkpoints when due."""
     cfg, rank = run.cfg, run.rank
     checkpoint_every = cfg.checkpoint_every or cfg.eval_every or cfg.steps
@@ -156,7 +159,7 @@ def _loop(run: _Run, state: TrainState, progress: bool, on_step: Callable[[Train
         bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_s']:.1f}",
                         best=state.best if state.best is None else f"{state.best:.4f}")
         if on_step is not None:
-            on_step(state)
+            on_step(state, run.prompt)
         if state.stopped_early or out_of_time:  # 4e. patience or the time budget ran out
             state.stopped_early = True
             break
