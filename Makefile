@@ -38,12 +38,12 @@ lint: setup
 bench-train: setup
 	$(BIN)/python benchmarks/train_vs_peft.py
 
-# Mixed-task serving (cached prompt KV) vs PEFT adapter switching vs our uncached path, P sweep, K=5 ensemble;
-# time to accuracy vs PEFT prompt tuning (hours: SST-2, BoolQ, BANKING77 at 2/5/10/20/30 training minutes);
+# Time to accuracy vs PEFT prompt tuning (hours: SST-2, BoolQ, BANKING77 at 2/5/10/20/30 training minutes);
 # writes benchmarks/results/time_to_accuracy.json and a PNG per task. `--quick` for a smoke run, `--tasks`/`--minutes`.
 bench-quality: setup
 	$(BIN)/python benchmarks/time_to_accuracy.py
 
+# Mixed-task serving (cached prompt KV) vs PEFT adapter switching vs our uncached path, P sweep, K=5 ensemble;
 # writes benchmarks/results/serve_vs_peft.json. `$(BIN)/python benchmarks/serve_vs_peft.py --quick` for a smoke run.
 bench-serve: setup
 	$(BIN)/python benchmarks/serve_vs_peft.py
