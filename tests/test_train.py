@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -191,7 +192,32 @@ def test_time_budget_stops_after_evaluating_and_checkpointing(tmp_path):
     result = train(config(tmp_path, steps=50, eval_every=10, max_minutes=0.0), fm=tiny_causal(), progress=False)
     assert result.steps_done == 1 and result.best_step == 1  # evaluated at the stop, not lost
     assert RunDir(result.out_dir).checkpoint.is_file() and RunDir(result.out_dir).best_prompt.is_file()
-    assert json.loads(RunDir(result.out_dir).summary.read_text())["stopped_early"] is True
+    summary = json.loads(RunDir(result.out_dir).summary.read_text())
+    assert summary["stopped_early"] is True and summary["stopped_by"] == result.stopped_by == "max_minutes"
+
+
+def test_the_summary_says_which_limit_stopped_the_run_and_the_recipe(tmp_path):
+    done = train(config(tmp_path / "a", steps=2, eval_every=2), fm=tiny_causal(), progress=False)
+    summary = json.loads(RunDir(done.out_dir).summary.read_text())
+    assert (summary["stopped_by"], summary["stopped_early"]) == ("steps", False)
+    assert summary["recipe"]["recipe"] == "default" and summary["recipe"]["optimizer"] == "adamw"
+    patient = train(config(tmp_path / "b", steps=50, eval_every=1, patience=1, lr=1e-30), fm=tiny_causal(),
+                    progress=False)  # lr ~0: no later eval improves on the first
+    assert patient.stopped_by == "patience" and patient.steps_done == 2
+
+
+def test_the_bar_shows_which_limit_stops_a_time_capped_run(tmp_path):
+    from softprompt.training.loop import _budget
+    from softprompt.training.state import TrainState
+
+    class Run:  # what _budget reads
+        def __init__(self, steps, minutes, spent):
+            self.cfg = TrainConfig(task="sst2", steps=steps, max_minutes=minutes)
+            self.started = time.time() - spent
+
+    assert _budget(Run(1000, 10.0, 60.0), TrainState(step=10)) == {"stops": "max-minutes in 9:00"}  # 100 min of steps
+    assert _budget(Run(20, 10.0, 60.0), TrainState(step=10))["stops"].startswith("steps in 1:0")  # 10 more of 6 s
+    assert _budget(Run(20, None, 60.0), TrainState(step=10)) == {}
 
 
 def test_a_resumed_run_counts_the_time_spent_before_its_checkpoint(tmp_path):

@@ -143,8 +143,8 @@ def train(
 
     result = run(train_config(config, flags, resume), resume=resume is not None)
     typer.echo(json.dumps({"best_metric": result.best_metric, "best_step": result.best_step,
-                           "steps": result.steps_done, "wall_seconds": result.wall_seconds,
-                           "prompt": str(result.prompt_path)}, indent=2))
+                           "steps": result.steps_done, "stopped_by": result.stopped_by,
+                           "wall_seconds": result.wall_seconds, "prompt": str(result.prompt_path)}, indent=2))
 
 
 @app.command("lm-adapt")

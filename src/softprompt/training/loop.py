@@ -56,6 +56,8 @@ class TrainResult:
     wall_seconds: float
     prompt_path: Path | None
     out_dir: Path
+    stopped_by: str | None = None
+    """"steps", "max_minutes" or "patience": which limit ended the run."""
 
 
 @dataclass
@@ -157,13 +159,31 @@ def _loop(
                     _save_prompt(run.prompt, run.dir.last_prompt, {"step": state.step})
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_s']:.1f}",
-                        best=state.best if state.best is None else f"{state.best:.4f}")
+                        best=state.best if state.best is None else f"{state.best:.4f}", **_budget(run, state))
         if on_step is not None:
             on_step(state, run.prompt)
         if state.stopped_early or out_of_time:  # 4e. patience or the time budget ran out
+            state.stopped_by = "max_minutes" if out_of_time and not state.stopped_early else "patience"
             state.stopped_early = True
             break
+    else:
+        state.stopped_by = "steps"
     bar.close()
+
+
+def _budget(run: _Run, state: TrainState) -> dict[str, str]:
+    """With --max-minutes, the bar says which limit will stop the run and when: tqdm's own ETA counts steps
+    only, so a time-capped run would show an end hours after the cap. {} without a time budget."""
+    cfg = run.cfg
+    if cfg.max_minutes is None:
+        return {}
+    spent = time.time() - run.started
+    left_by_time = max(0.0, cfg.max_minutes * 60 - spent)
+    per_step = spent / max(1, state.step)  # resumed runs: run.started includes the time before the checkpoint
+    left_by_steps = per_step * (cfg.steps - state.step)
+    limit, left = ("max-minutes", left_by_time) if left_by_time < left_by_steps else ("steps", left_by_steps)
+    seconds = round(left)  # nearest second: a fresh bar reads 9:00, not 8:59
+    return {"stops": f"{limit} in {seconds // 60}:{seconds % 60:02d}"}
 
 
 def _join(cfg: TrainConfig) -> tuple[int, int]:
@@ -320,7 +340,11 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
     summary = {
         "task": run.task.name, "method": run.cfg.method.value, "main_metric": run.task.main_metric,
         "best_metric": state.best, "best_step": state.best_step, "steps_done": state.step,
-        "stopped_early": state.stopped_early, "wall_seconds": round(time.time() - run.started, 1),
+        "stopped_early": state.stopped_early, "stopped_by": state.stopped_by,
+        "wall_seconds": round(time.time() - run.started, 1),
+        "recipe": {"recipe": run.cfg.recipe.value, "optimizer": run.cfg.optimizer.value,
+                   "lr": run.cfg.learning_rate, "lr_schedule": run.cfg.lr_schedule.value,
+                   "batch_size": run.cfg.batch_size, "prompt_length": run.cfg.prompt_length},
         "prompt_path": str(best_path), "trainable_parameters": sum(p.numel() for p in run.named.values()),
         "train_examples": len(run.rows),
     }
@@ -328,7 +352,8 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
         atomic_write(run.dir.summary, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     if run.world > 1:
         dist.destroy_process_group()
-    return TrainResult(state.best, state.best_step, state.step, summary["wall_seconds"], best_path, run.dir.root)
+    return TrainResult(state.best, state.best_step, state.step, summary["wall_seconds"], best_path, run.dir.root,
+                       state.stopped_by)
 
 
 def _save_best(run: _Run, meta: dict[str, Any]) -> None:

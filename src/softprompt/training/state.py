@@ -30,11 +30,14 @@ class TrainState:
     """Run time up to the last checkpoint, resumed runs included (for --max-minutes)."""
     stopped_early: bool = False
     """Patience or the time budget ended the run; not checkpointed (a resumed run decides afresh)."""
+    stopped_by: str | None = None
+    """Which limit ended the run: "steps", "max_minutes" or "patience" (summary.json); not checkpointed."""
 
     def to_counters(self) -> dict[str, Any]:
         """The JSON-able counters a checkpoint stores (the same keys as before TrainState existed)."""
         counters = asdict(self)
         counters.pop("stopped_early")
+        counters.pop("stopped_by")
         return counters
 
     @classmethod
