@@ -64,6 +64,18 @@ def test_streaming_sends_the_same_text_token_by_token(client, live):
     assert sum(bool(c.choices[0].text) for c in long) >= 2, "one chunk: not streamed"
 
 
+def test_ignore_eos_decodes_to_max_tokens_like_vllm(client, live):
+    """vLLM's extension: every choice has exactly max_tokens tokens; without it the text is a prefix of that."""
+    out = client.completions.create(model="sst", prompt=TEXTS[:3], max_tokens=SETTINGS.max_new_tokens, temperature=0,
+                                    extra_body={"ignore_eos": True})
+    assert out.usage.completion_tokens == 3 * SETTINGS.max_new_tokens and {c.finish_reason for c in out.choices} == {"length"}
+    for text, choice in zip(TEXTS[:3], out.choices, strict=True):
+        assert choice.text.startswith(expected(live.engine, "sst", text, SETTINGS.max_new_tokens))
+    streamed = list(client.completions.create(model="sst", prompt=TEXTS[0], max_tokens=SETTINGS.max_new_tokens, temperature=0, stream=True,
+                                              extra_body={"ignore_eos": True}))
+    assert "".join(c.choices[0].text for c in streamed) == out.choices[0].text
+
+
 def test_stop_strings_end_the_text_before_them(client, live):
     limit = SETTINGS.max_new_tokens
     full = expected(live.engine, "rte", TEXTS[2], limit)

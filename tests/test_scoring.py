@@ -36,6 +36,22 @@ def test_generation_keeps_the_prompt_in_the_kv_cache(add_bos):
     assert generate(fm, [text], None, max_new_tokens=6, stop_at_newline=False)[0] != got
 
 
+@pytest.mark.parametrize("cached", [False, True])
+def test_decoding_past_eos_goes_on_to_the_limit_and_keeps_the_eos(cached):
+    """stop_at_eos=False (the OpenAI route's ignore_eos) is the same greedy sequence, not cut at EOS."""
+    from softprompt.scoring import generate_ids
+    from softprompt.scoring.prefix import PrefixCache
+
+    fm = tiny_causal()
+    prompt = make_prompt(fm, 5, "random-uniform", seed=1, scale=5.0)
+    reference = full_forward_greedy(fm, prompt, "the movie was", 6)
+    fm.tokenizer.eos_token = fm.tokenizer.convert_ids_to_tokens(reference[1])  # greedy now "ends" early
+    ids, prefixes = [fm.tokenizer("the movie was").input_ids], PrefixCache(fm) if cached else None
+    stopped = reference[: reference.index(reference[1])]
+    assert generate_ids(fm, ids, prompt, 6, False, prefixes=prefixes) == [stopped]
+    assert generate_ids(fm, ids, prompt, 6, False, prefixes=prefixes, stop_at_eos=False) == [reference]
+
+
 def test_batched_generation_matches_one_at_a_time():
     fm = tiny_causal()
     prompts = [make_prompt(fm, p, "random-uniform", seed=p) for p in (2, 6)]

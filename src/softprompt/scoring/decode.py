@@ -16,6 +16,7 @@ request's token limit, or when the example's `Watcher` says so (stop strings, st
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -29,6 +30,14 @@ from softprompt.scoring.layout import generate_layout, padded_prefix_cache, spli
 from softprompt.scoring.packed import fits_window
 from softprompt.scoring.prefix import PrefixCache, PrefixState, base_model
 from softprompt.scoring.router import check_context
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When greedy decoding ends an example, besides its token limit."""
+
+    newline: bool = True  # once the decoded text holds a newline (task generation: answers are one line)
+    eos: bool = True  # at EOS, which is then dropped; False is vLLM's `ignore_eos` (fixed-length outputs)
 
 
 class Watcher(Protocol):
@@ -63,7 +72,7 @@ def generate(
 def generate_ids(
     fm: FrozenModel, ids: Sequence[list[int]], prompts: PromptSpec, max_new_tokens: int | Sequence[int],
     stop_at_newline: bool = True, *, batch_size: int | None = None, prefixes: PrefixCache | None = None,
-    watchers: Sequence[Watcher | None] | None = None,
+    watchers: Sequence[Watcher | None] | None = None, stop_at_eos: bool = True,
 ) -> list[list[int]]:
     """New token ids for tokenized inputs (BOS included as the tokenizer adds it), one limit for all or each.
 
@@ -71,7 +80,11 @@ def generate_ids(
     cached prefixes where they fit the attention window; otherwise (and for seq2seq) in input order, plain.
     `batch_size` None: one batch per token limit. `watchers` (one per input, or None): see `Watcher`; the
     tokens returned end where a watcher stopped (that token included). Seq2seq models take no watchers.
+    `stop_at_eos` False decodes past EOS to each limit and keeps the EOS tokens (decoder-only models).
     """
+    stop = StopRule(newline=stop_at_newline, eos=stop_at_eos)
+    if fm.is_seq2seq and not stop.eos:
+        raise ValueError("decoding past EOS (ignore_eos) needs a decoder-only model")
     specs = per_input(prompts, len(ids))
     rows = prompt_list(fm, specs, len(ids))
     limits = [max_new_tokens] * len(ids) if isinstance(max_new_tokens, int) else list(max_new_tokens)
@@ -82,7 +95,7 @@ def generate_ids(
     if fm.is_seq2seq and any(w is not None for w in watch):
         raise ValueError("token watchers (stop strings, logprobs, streaming) need a decoder-only model")
     if fm.is_seq2seq or prefixes is None:
-        return _plain(fm, ids, rows, limits, stop_at_newline, size, list(range(len(ids))), out, watch)
+        return _plain(fm, ids, rows, limits, stop, size, list(range(len(ids))), out, watch)
     bare = [strip_bos(fm, list(x)) for x in ids]
     has_bos = [len(b) < len(x) or not fm.adds_bos for b, x in zip(bare, ids, strict=True)]
     for chunk in split_by_length([len(b) for b in bare], size):
@@ -92,19 +105,19 @@ def generate_ids(
         if all(s is not None for s in states) and fits_window(
                 fm, max(s.length for s in states) + max(len(bare[i]) for i in chunk) + max(limits[i] for i in chunk), 0, 0):
             tokens = _greedy(fm, *_fill_cached(fm, [bare[i] for i in chunk], states), [limits[i] for i in chunk],
-                             stop_at_newline, [watch[i] for i in chunk])
+                             stop, [watch[i] for i in chunk])
             for i, t in zip(chunk, tokens, strict=True):
                 out[i] = t
         else:
-            _plain(fm, ids, rows, limits, stop_at_newline, size, chunk, out, watch)
+            _plain(fm, ids, rows, limits, stop, size, chunk, out, watch)
     return out
 
 
-def generation_stopped(fm: FrozenModel, tokens: list[int], stop_at_newline: bool) -> bool:
-    """Greedy decoding ends at EOS, or once the decoded text holds a newline."""
-    if tokens and tokens[-1] == fm.tokenizer.eos_token_id:
+def generation_stopped(fm: FrozenModel, tokens: list[int], stop: StopRule) -> bool:
+    """Greedy decoding ends at EOS (unless `stop.eos` is off), or once the decoded text holds a newline."""
+    if stop.eos and tokens and tokens[-1] == fm.tokenizer.eos_token_id:
         return True
-    return stop_at_newline and "\n" in fm.tokenizer.decode(tokens, skip_special_tokens=True)
+    return stop.newline and "\n" in fm.tokenizer.decode(tokens, skip_special_tokens=True)
 
 
 def trim_at_eos(fm: FrozenModel, tokens: list[int]) -> list[int]:
@@ -115,7 +128,7 @@ def trim_at_eos(fm: FrozenModel, tokens: list[int]) -> list[int]:
 
 
 def _plain(
-    fm: FrozenModel, ids: Sequence[list[int]], rows: list[torch.Tensor | None], limits: list[int], stop_nl: bool,
+    fm: FrozenModel, ids: Sequence[list[int]], rows: list[torch.Tensor | None], limits: list[int], stop: StopRule,
     size: int, which: list[int], out: list[list[int]], watch: list[Watcher | None],
 ) -> list[list[int]]:
     """The uncached path for inputs `which`, in order: one call per distinct limit and `size` inputs.
@@ -128,7 +141,7 @@ def _plain(
             if fm.is_seq2seq:
                 tokens = _seq2seq(fm, batch, prompts, limit)
             else:
-                tokens = _greedy(fm, *_fill_plain(fm, batch, prompts), [limit] * len(idx), stop_nl,
+                tokens = _greedy(fm, *_fill_plain(fm, batch, prompts), [limit] * len(idx), stop,
                                  [watch[i] for i in idx])
             for i, t in zip(idx, tokens, strict=True):
                 out[i] = t
@@ -165,7 +178,7 @@ def _fill_cached(fm: FrozenModel, ids: list[list[int]], states: list[PrefixState
 
 def _greedy(
     fm: FrozenModel, hidden: torch.Tensor, cache: DynamicCache, attention: torch.Tensor, next_pos: torch.Tensor,
-    limits: list[int], stop_nl: bool, watch: list[Watcher | None],
+    limits: list[int], stop: StopRule, watch: list[Watcher | None],
 ) -> list[list[int]]:
     """From a filled cache: argmax, feed it back, until every example stopped or reached its limit."""
     generated: list[list[int]] = [[] for _ in limits]
@@ -176,7 +189,7 @@ def _greedy(
         for b, tok in enumerate(next_ids.tolist()):
             if not done[b]:
                 generated[b].append(tok)
-                done[b] = generation_stopped(fm, generated[b], stop_nl) or len(generated[b]) >= limits[b]
+                done[b] = generation_stopped(fm, generated[b], stop) or len(generated[b]) >= limits[b]
                 if watch[b] is not None:  # after the built-in checks: a watcher sees EOS too, then it stops
                     done[b] = _notify(watch[b], logits[b], tok) or done[b]
         if all(done):
@@ -185,7 +198,7 @@ def _greedy(
         hidden = base_model(fm)(inputs_embeds=fm.embed(next_ids[:, None]), attention_mask=attention,
                                 position_ids=next_pos[:, None], cache=cache, use_cache=True).last_hidden_state[:, -1]
         next_pos = next_pos + 1
-    return [trim_at_eos(fm, g) for g in generated]
+    return [trim_at_eos(fm, g) for g in generated] if stop.eos else generated
 
 
 def _notify(watcher: Watcher, logits: torch.Tensor, token: int) -> bool:

@@ -10,7 +10,7 @@ rather than silently ignored), likewise `top_p` 1, `n`/`best_of` 1, no `echo`, `
 `logit_bias`. Supported: `prompt` (a string or a list: one choice each), `max_tokens` (default 16, at most the
 server's max_new_tokens), `stop` (up to 4 strings; the text ends before the first), `logprobs` (0-5: the
 chosen token's log-probability and the top alternatives per position), `stream` (server-sent events, one per
-token, then `data: [DONE]`). Errors are the server's JSON errors (`error.message`, `error.type`), 4xx.
+token, then `data: [DONE]`), and vLLM's `ignore_eos` (decode to `max_tokens` past EOS). Errors are the server's JSON errors (`error.message`, `error.type`), 4xx.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ class CompletionBody(BaseModel):
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
     seed: int | None = Field(default=None, description="Accepted; greedy decoding is deterministic anyway.")
+    ignore_eos: bool | None = Field(default=False, description="vLLM's extension: decode past EOS to max_tokens "
+                                    "(fixed-length outputs, e.g. for benchmarks).")
     user: str | None = None
 
 
@@ -80,8 +82,8 @@ class TextWatcher:
     """
 
     def __init__(self, engine: Engine, stops: list[str], top_k: int | None,
-                 emit: Callable[[str, dict[str, Any] | None], None] | None = None) -> None:
-        self.tokenizer, self.eos = engine.fm.tokenizer, engine.fm.tokenizer.eos_token_id
+                 emit: Callable[[str, dict[str, Any] | None], None] | None = None, ignore_eos: bool = False) -> None:
+        self.tokenizer, self.eos = engine.fm.tokenizer, None if ignore_eos else engine.fm.tokenizer.eos_token_id
         self.stops, self.top_k, self.want_logprobs, self.emit = stops, top_k or 0, top_k is not None, emit
         self.tokens: list[int] = []
         self.token_logprobs: list[float] = []
@@ -187,10 +189,11 @@ def completion_routes(app: FastAPI, engine: Engine, settings: Any,
         head = {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(time.time()),
                 "model": body.model}
         if body.stream:
-            return StreamingResponse(_stream(engine, run, head, task, prompts, limit, stops, body.logprobs),
+            return StreamingResponse(_stream(engine, run, head, task, prompts, limit, stops, body.logprobs,
+                                             bool(body.ignore_eos)),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        watchers = [TextWatcher(engine, stops, body.logprobs) for _ in prompts]
-        await run("generate", [GenerateRequest(task, p, limit, False, w) for p, w in zip(prompts, watchers, strict=True)])
+        watchers = [TextWatcher(engine, stops, body.logprobs, ignore_eos=bool(body.ignore_eos)) for _ in prompts]
+        await run("generate", _requests(task, prompts, limit, watchers, bool(body.ignore_eos)))
         choices = [{"text": w.text, "index": i, "finish_reason": w.finish,
                     "logprobs": w.logprobs_payload() if body.logprobs is not None else None}
                    for i, w in enumerate(watchers)]
@@ -199,9 +202,16 @@ def completion_routes(app: FastAPI, engine: Engine, settings: Any,
                                                      "total_tokens": sum(used)}}
 
 
+def _requests(task: str | None, prompts: list[str], limit: int, watchers: list[TextWatcher],
+              ignore_eos: bool) -> list[GenerateRequest]:
+    """One engine request per prompt: no newline stop (OpenAI's `stop` does that), EOS as the body says."""
+    return [GenerateRequest(task, p, limit, False, w, stop_at_eos=not ignore_eos)
+            for p, w in zip(prompts, watchers, strict=True)]
+
+
 async def _stream(engine: Engine, run: Callable[[str, list], Awaitable[list]], head: dict[str, Any],
                   task: str | None, prompts: list[str], limit: int, stops: list[str],
-                  logprobs: int | None) -> AsyncIterator[str]:
+                  logprobs: int | None, ignore_eos: bool) -> AsyncIterator[str]:
     """Server-sent events: one chunk per text delta as the worker decodes, a last chunk per choice with its
     finish_reason, then `[DONE]`. An error after the first byte arrives as an `error` event."""
     loop, queue = asyncio.get_running_loop(), asyncio.Queue()
@@ -209,9 +219,8 @@ async def _stream(engine: Engine, run: Callable[[str, list], Awaitable[list]], h
     def emitter(index: int) -> Callable[[str, dict[str, Any] | None], None]:
         return lambda text, lp: loop.call_soon_threadsafe(queue.put_nowait, (index, text, lp))
 
-    watchers = [TextWatcher(engine, stops, logprobs, emitter(i)) for i in range(len(prompts))]
-    job = asyncio.ensure_future(run("generate", [GenerateRequest(task, p, limit, False, w)
-                                                 for p, w in zip(prompts, watchers, strict=True)]))
+    watchers = [TextWatcher(engine, stops, logprobs, emitter(i), ignore_eos) for i in range(len(prompts))]
+    job = asyncio.ensure_future(run("generate", _requests(task, prompts, limit, watchers, ignore_eos)))
     job.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, None))
 
     def event(payload: dict[str, Any]) -> str:

@@ -60,6 +60,7 @@ class GenerateRequest:
     max_new_tokens: int = 32
     stop_at_newline: bool = True
     watcher: Watcher | None = None
+    stop_at_eos: bool = True  # False: decode past EOS to max_new_tokens (OpenAI route's vLLM-style ignore_eos)
 
 
 @dataclass
@@ -260,18 +261,17 @@ class Engine:
 
     @torch.no_grad()
     def generate_tokens(self, requests: Sequence[GenerateRequest]) -> list[list[int]]:
-        """New token ids per request (EOS dropped), in order; one decoder call per newline setting."""
+        """New token ids per request (EOS dropped where it stops one), in order; one decoder call per stop rule."""
         entries = self._entries  # one snapshot: a concurrent reload cannot change tasks mid-call
         prompts = [None if r.task is None else self._entry(entries, r.task).prompt for r in requests]
         ids = [with_bos(self.fm, self._input_ids(r.text)) for r in requests]
         out: list[list[int]] = [[] for _ in requests]
-        for newline in (True, False):
-            idx = [i for i, r in enumerate(requests) if r.stop_at_newline is newline]
-            if not idx:
-                continue
+        for rule in sorted({(r.stop_at_newline, r.stop_at_eos) for r in requests}):
+            idx = [i for i, r in enumerate(requests) if (r.stop_at_newline, r.stop_at_eos) == rule]
             tokens = generate_ids(self.fm, [ids[i] for i in idx], [prompts[i] for i in idx],
-                                  [requests[i].max_new_tokens for i in idx], newline, batch_size=self.batch_size,
-                                  prefixes=self._prefixes, watchers=[requests[i].watcher for i in idx])
+                                  [requests[i].max_new_tokens for i in idx], rule[0], batch_size=self.batch_size,
+                                  prefixes=self._prefixes, watchers=[requests[i].watcher for i in idx],
+                                  stop_at_eos=rule[1])
             for i, t in zip(idx, tokens, strict=True):
                 out[i] = t
         return out
