@@ -35,8 +35,17 @@ def test_fingerprint_ignores_dtype_but_not_weights():
 
 def test_loading_onto_another_model_fails_clearly(tmp_path):
     path = make_prompt(tiny_causal(seed=0), 3, "random-uniform").save(tmp_path / "a.safetensors")
-    with pytest.raises(PromptFileError, match="was trained on 'tiny-llama-0'.*not on 'tiny-llama-1'"):
+    with pytest.raises(PromptFileError, match="was trained on 'tiny-llama-0'.*the model now loaded is 'tiny-llama-1'"):
         SoftPrompt.load(path, model=tiny_causal(seed=1))
+
+
+def test_another_model_under_the_same_name_is_called_a_different_model(tmp_path):
+    path = make_prompt(tiny_causal(seed=0), 3, "random-uniform").save(tmp_path / "a.safetensors")
+    other = tiny_causal(seed=1)
+    other.name = "tiny-llama-0"  # e.g. 'default' after the packaged file changed
+    with pytest.raises(PromptFileError, match="'tiny-llama-0' is a different one with the same name") as err:
+        SoftPrompt.load(path, model=other)
+    assert "not on 'tiny-llama-0'" not in str(err.value)
 
 
 def test_wrong_width_fails_clearly(tmp_path):

@@ -119,3 +119,12 @@ def test_the_banking77_example_carves_validation_from_train():
     train, dev, test = (task.examples(s) for s in task.splits)  # every row's label is in the mapping
     assert 0.08 < len(dev) / (len(train) + len(dev)) < 0.12 and len(test) == 3080
     assert not {e.input_text for e in train} & {e.input_text for e in dev}
+
+
+def test_a_limit_still_checks_the_labels_of_the_rows_it_does_not_keep(tmp_path):
+    """`eval --limit 8` on a file whose row 500 has an unknown label fails as the full run would, naming the row."""
+    rows = [*ROWS[:499], {"text": "a late row", "label": "maybe"}, *ROWS[499:]]
+    _write_data(tmp_path, rows)
+    task = load_task_file(_task_file(tmp_path, ""))
+    with pytest.raises(TaskFileError, match="data row 500"):
+        task.examples("train", limit=8)

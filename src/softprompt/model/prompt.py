@@ -81,10 +81,15 @@ class SoftPrompt(nn.Module):
             )
         fingerprint = self.metadata.get("fingerprint")
         if fingerprint and fingerprint != fm.fingerprint:
+            trained_on = self.metadata.get("base_model")
+            # One name can mean two models (an alias or a folder whose weights changed): then only the
+            # fingerprints tell them apart, so say that rather than "trained on 'x', not on 'x'".
+            loaded = (f"the model now loaded as '{fm.name}' is a different one with the same name"
+                      if trained_on == fm.name else f"the model now loaded is '{fm.name}'")
             raise PromptFileError(
-                f"{source} was trained on '{self.metadata.get('base_model')}' (embedding fingerprint "
-                f"{fingerprint}), not on '{fm.name}' (fingerprint {fm.fingerprint}). Its vectors mean nothing "
-                "to this model: load it with the model it was trained on (--model), or train a new prompt."
+                f"{source} was trained on '{trained_on}' (embedding fingerprint {fingerprint}), but {loaded} "
+                f"(fingerprint {fm.fingerprint}). Its vectors mean nothing to this model: load it with the model "
+                "it was trained on (--model), or train a new prompt."
             )
 
     def save(self, path: str | Path) -> Path:

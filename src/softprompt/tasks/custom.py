@@ -196,12 +196,14 @@ class CustomTask(Task):
                 if self.strip:
                     record = {k: v.strip() if isinstance(v, str) else v for k, v in record.items()}
                 try:
-                    out.extend(self.formatter(record))
+                    formatted = self.formatter(record)
                 except _RowError as err:
                     raise self.doc.error(err.field, f"{source.path}, data row {row}: {err}") from None
-                if limit is not None and len(out) >= limit:
-                    return out[:limit]
-        return out
+                # Past the limit every row is still checked (a bad label on row 900 is found by --limit 8 too),
+                # only not kept: formatting is cheap next to scoring.
+                if limit is None or len(out) < limit:
+                    out.extend(formatted)
+        return out if limit is None else out[:limit]
 
     def _records(self, split: str, source: Source) -> Iterator[tuple[int, Record]]:
         """(data row, record) of one file; a file that cannot be read names the task file's line for it."""
