@@ -33,7 +33,7 @@ from tiny import tiny_causal
 
 from softprompt.model.loading import load_model
 from softprompt.serve import Engine
-from softprompt.serve.app import ServeSettings, ServeSettingsError, create_app
+from softprompt.serve.app import ServeSettings, ServeSettingsError, create_app, uvicorn_config
 from softprompt.training.init import make_prompt
 
 LABELS = {"sst": ["positive", "negative"], "rte": ["entailment", "not_entailment"], "boolq": ["yes", "no", "true"]}
@@ -67,7 +67,8 @@ def start_server(engine: Engine, config: ServeSettings) -> Running:
     """uvicorn in a background thread on a socket bound to a free loopback port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, config), log_level="warning", timeout_graceful_shutdown=5))
+    server = uvicorn.Server(uvicorn_config(create_app(engine, config), config, log_level="warning",
+                                           timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -451,3 +452,59 @@ def test_hypothesis_fuzz_raw_bodies_never_5xx(live):
         check()
         assert c.get("/healthz").json()["status"] == "ok"
         assert c.post("/v1/classify", json={"task": "sst", "inputs": ["x"]}).status_code == 200
+
+
+# ----------------------------------------------------------------------------------------------- hygiene
+
+
+def test_a_wrong_method_is_405_with_allow_and_a_non_json_body_is_415(client):
+    r = client.get("/v1/classify")
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and "error" in r.json()
+    body = json.dumps({"task": "sst", "inputs": ["x"]})
+    for headers in ({"content-type": "text/plain"}, {}):
+        r = client.post("/v1/classify", content=body, headers=headers)
+        assert r.status_code == 415 and "application/json" in r.json()["error"]["message"], headers
+    ok = client.post("/v1/classify", content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200
+
+
+def test_the_openapi_schema_declares_this_servers_bounds(client):
+    models = client.get("/openapi.json").json()["components"]["schemas"]
+    assert models["ClassifyBody"]["properties"]["inputs"]["maxItems"] == SETTINGS.max_inputs
+    assert {"type": "integer", "minimum": 1, "maximum": SETTINGS.max_new_tokens}.items() <= next(
+        b for b in models["GenerateBody"]["properties"]["max_new_tokens"]["anyOf"] if b["type"] == "integer").items()
+    tokens = models["CompletionBody"]["properties"]["max_tokens"]["anyOf"]
+    assert any(b.get("maximum") == SETTINGS.max_new_tokens for b in tokens)
+
+
+def _raw(port: int, data: bytes, wait: float) -> bytes:
+    """Send `data` on a fresh connection, then read what the server says within `wait` seconds."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(data)
+        out = b""
+        try:
+            while chunk := sock.recv(4096):
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+def test_slow_clients_get_408_and_are_let_go(fm, tmp_path):
+    """A head or body that does not arrive within read_timeout_s is 408 and the connection closes (uvicorn alone
+    held both for ever); a client that sends in time is served."""
+    make_prompt(fm, 2, "class-labels", labels=LABELS["sst"], task="sst").save(tmp_path / "sst.safetensors")
+    quick = ServeSettings(**{**SETTINGS.__dict__, "read_timeout_s": 0.5})
+    running = start_server(Engine(fm, tmp_path, batch_size=4), quick)
+    port = int(running.url.rsplit(":", 1)[1])
+    try:
+        head = _raw(port, b"POST /v1/classify HTTP/1.1\r\nhost: x\r\n", wait=5)  # the head never ends
+        assert head.startswith(b"HTTP/1.1 408") and b"read_timeout_s" in head
+        assert _raw(port, b"", wait=5).startswith(b"HTTP/1.1 408")  # connected, sent nothing
+        body = _raw(port, b"POST /v1/classify HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                    b"content-length: 100\r\n\r\n{\"task\"", wait=5)  # 8 of 100 body bytes
+        assert body.startswith(b"HTTP/1.1 408") and b"request body not received" in body
+        with httpx.Client(base_url=running.url, timeout=30) as c:
+            assert c.post("/v1/classify", json={"task": "sst", "inputs": ["x"]}).status_code == 200
+    finally:
+        running.stop()

@@ -326,6 +326,8 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(min=1, help="Request body size; larger gets 413.")] = 1_000_000,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Upper bound and default for /v1/generate.")] = 64,
     queue_timeout_s: Annotated[float, typer.Option(min=0.001, help="Requests not started by then get 503.")] = 30.0,
+    read_timeout_s: Annotated[float, typer.Option(min=0.001, help="A request's head, then its body, must arrive "
+                                                  "within this; else 408.")] = 30.0,
     reload_interval_s: Annotated[float, typer.Option(min=0, help="Rescan --prompts this often (0: only on GET /v1/tasks).")] = 2.0,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
 ) -> None:
@@ -341,7 +343,8 @@ def serve(
     run(model, prompts, host, port, ServeSettings(
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_input_tokens=max_input_tokens,
         max_inputs=max_inputs, max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens,
-        queue_timeout_s=queue_timeout_s, reload_interval_s=reload_interval_s), log_level=log_level)
+        queue_timeout_s=queue_timeout_s, reload_interval_s=reload_interval_s, read_timeout_s=read_timeout_s),
+        log_level=log_level)
 
 
 @app.command("export-vllm")

@@ -10,7 +10,10 @@
 Requests are answered through `batcher.Batcher` (mixed-task micro-batches on one worker thread). Errors are
 always JSON `{"error": {"type", "message", "limit"?, "maximum"?, "value"?}}`:
 
+    408  head or body not received within read_timeout_s (limits.py; the connection is closed)
     413  body larger than max_body_bytes (checked before the body is parsed)
+    415  a POST to /v1/... without content-type: application/json
+    405  wrong method for the path (with Allow)
     422  malformed JSON, wrong types, bad task name; and every other limit: max_inputs, max_input_tokens,
          max_new_tokens, the model's context size (`limit` names which)
     404  unknown task (or unknown path)
@@ -47,7 +50,7 @@ from softprompt.scoring import InputTooLongError
 from softprompt.serve.batcher import Batcher, Job, QueueFull, QueueTimeout
 from softprompt.serve.completions import completion_routes
 from softprompt.serve.engine import ClassifyRequest, Engine, EngineError, GenerateRequest
-from softprompt.serve.limits import BodyLimit
+from softprompt.serve.limits import BodyLimit, head_timeout_protocol
 from softprompt.serve.schemas import (
     ERRORS,
     TASK_NAME,
@@ -93,10 +96,12 @@ class ServeSettings:
     """Examples allowed to wait; beyond it new requests get 503 at once."""
     reload_interval_s: float = 2.0
     """Rescan the prompts directory this often (0: only on GET /v1/tasks)."""
+    read_timeout_s: float = 30.0
+    """A request's head, and then its body, must arrive within this; else 408 (slow clients are not held)."""
 
     def __post_init__(self) -> None:
         positive = ("max_batch_size", "max_input_tokens", "max_inputs", "max_body_bytes", "max_new_tokens",
-                    "queue_timeout_s", "max_queued")
+                    "queue_timeout_s", "max_queued", "read_timeout_s")
         bad = [f"{k}={getattr(self, k)}" for k in positive if not getattr(self, k) > 0]
         bad += [f"{k}={getattr(self, k)}" for k in ("max_wait_ms", "reload_interval_s") if getattr(self, k) < 0]
         if bad:
@@ -121,11 +126,48 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     app = FastAPI(title="softprompt", version=__version__, lifespan=_lifespan(engine, batcher, settings, reload),
                   description=f"Prompt-tuned tasks on one frozen model ({engine.fm.name}).\n\nLimits:\n{limits}")
     app.state.engine, app.state.batcher, app.state.settings = engine, batcher, settings
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s)
     _error_handlers(app)
     _task_routes(app, engine, batcher, settings, reload)
     completion_routes(app, engine, settings, lambda kind, items: run_jobs(batcher, kind, items))
+    app.openapi = _openapi_with_limits(app, settings)  # type: ignore[method-assign]
     return app
+
+
+def uvicorn_config(app: FastAPI, settings: ServeSettings, **kwargs: Any) -> Any:
+    """uvicorn's Config for `app`, with the request-head timeout (limits.head_timeout_protocol)."""
+    import uvicorn
+
+    return uvicorn.Config(app, http=head_timeout_protocol(settings.read_timeout_s), **kwargs)
+
+
+def _openapi_with_limits(app: FastAPI, settings: ServeSettings) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI schema with this server's bounds (they are settings, not constants of the body models), so
+    schema-driven clients and fuzzers see what the routes enforce."""
+    from fastapi.openapi.utils import get_openapi
+
+    bounds = {("ClassifyBody", "inputs"): {"maxItems": settings.max_inputs},
+              ("GenerateBody", "max_new_tokens"): {"maximum": settings.max_new_tokens},
+              ("CompletionBody", "max_tokens"): {"maximum": settings.max_new_tokens}}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            models = schema.get("components", {}).get("schemas", {})
+            for (model, field), bound in bounds.items():
+                prop = models.get(model, {}).get("properties", {}).get(field)
+                if prop is not None:  # optional fields are anyOf [integer, null]: bound the integer branch
+                    for branch in prop.get("anyOf", [prop]):
+                        if branch.get("type") in ("integer", "array"):
+                            branch.update(bound)
+            prompt = models.get("CompletionBody", {}).get("properties", {}).get("prompt", {})
+            for branch in prompt.get("anyOf", []):
+                if branch.get("type") == "array":
+                    branch["maxItems"] = settings.max_inputs
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
 
 
 def _job_check(engine: Engine, settings: ServeSettings) -> Callable[[Job], None]:
@@ -216,7 +258,9 @@ def _error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
         if err.status_code == 400:  # FastAPI's "error parsing the body" (e.g. not UTF-8): malformed JSON, as 422
             return error_response(422, ErrorDetail(type="invalid_request", message=f"malformed body: {err.detail}"))
-        return error_response(err.status_code, ErrorDetail(type="http_error", message=str(err.detail)))
+        response = error_response(err.status_code, ErrorDetail(type="http_error", message=str(err.detail)))
+        response.headers.update(err.headers or {})  # e.g. 405's Allow: the methods the path takes
+        return response
 
 
 async def run_jobs(batcher: Batcher, kind: str, items: list) -> list:
@@ -326,4 +370,5 @@ def serve(model: str, prompts: str | Path, host: str = "127.0.0.1", port: int = 
         log.warning("skipped %s: %s", file, reason)
     if not _loopback(host):
         log.warning("listening on %s: reachable from other machines, and there is no authentication", host)
-    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level=log_level)
+    uvicorn.Server(uvicorn_config(create_app(engine, settings), settings, host=host, port=port,
+                                  log_level=log_level)).run()
