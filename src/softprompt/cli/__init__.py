@@ -365,10 +365,12 @@ def export_vllm_command(
 
 def _add_groups() -> None:
     from softprompt.cli.cache import app as cache_app
+    from softprompt.cli.runs import app as runs_app
     from softprompt.experiments.cli import app as experiments_app
 
     app.add_typer(experiments_app, name="experiments")
     app.add_typer(cache_app, name="cache")
+    app.add_typer(runs_app, name="runs")
 
 
 _add_groups()

@@ -113,6 +113,9 @@ class TrainConfig:
     """Save a resumable checkpoint every N steps (default: at every evaluation)."""
     max_minutes: float | None = None
     """Stop after this much wall time (the last prompt is evaluated and checkpointed first)."""
+    report_to: str | None = None
+    """Also log to "tensorboard": event files in OUT/tensorboard (`pip install tensorboard`), as the HF
+    Trainer's report_to does. None: metrics.jsonl and curve.png only."""
     train_limit: int | None = None
     """Use only the first N training examples (after a seeded shuffle)."""
     max_input_tokens: int = 256
@@ -159,6 +162,10 @@ class TrainConfig:
         # the data loader or the clock would otherwise fail later with a traceback, or silently do nothing).
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.report_to not in (None, "none", "tensorboard"):
+            raise ConfigError(f"report_to must be 'tensorboard' or none, got {self.report_to!r}")
+        if self.report_to == "none":
+            self.report_to = None
         if self.max_minutes is not None and not self.max_minutes >= 0:  # 0: stop after the first step
             raise ConfigError(f"max_minutes must be >= 0, got {self.max_minutes}")
         for name in ("eval_limit", "patience", "checkpoint_every", "train_limit", "threads"):

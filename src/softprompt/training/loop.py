@@ -32,8 +32,10 @@ from softprompt.tasks.base import Example, Task
 from softprompt.training.batching import epoch_batches, split_micro
 from softprompt.training.checkpoint import load_checkpoint, save_checkpoint
 from softprompt.training.config import ConfigError, Loss, Method, TrainConfig
+from softprompt.training.curves import write_curve
 from softprompt.training.init import make_prompt
 from softprompt.training.optimizers import make_optimizer, set_lr
+from softprompt.training.report import TensorBoardReport, open_report
 from softprompt.training.rows import Row, encode_rows, step_loss
 from softprompt.training.rundir import RunDir
 from softprompt.training.state import TrainState, check_resume_config
@@ -77,6 +79,7 @@ class _Run:
     world: int
     started: float
     autocast: bool
+    report: TensorBoardReport | None = None  # rank 0, with --report-to tensorboard
 
 
 def distributed() -> tuple[int, int]:
@@ -112,6 +115,7 @@ def train(
     with out.claim() if rank == 0 else nullcontext(out):
         if resume:
             check_resume_config(out.config, cfg)
+        report = open_report(cfg.report_to, out.root) if rank == 0 else None  # before the slow part: fail fast
 
         # 1. Model, task, data. Model tuning needs fp32 master weights (bf16 would drop small updates).
         if fm is None:
@@ -121,7 +125,7 @@ def train(
         # 2. What learns: the prompt (fp32), or every weight of the model.
         prompt, named = _learners(cfg, fm, task, train_examples)
         run = _Run(cfg, fm, task, rows, val_examples, prompt, named, make_optimizer(list(named.values()), cfg),
-                   out, rank, world, started, _autocast(cfg, fm))
+                   out, rank, world, started, _autocast(cfg, fm), report)
 
         # 3. Fresh start or resume from the last checkpoint.
         state = _start(run, resume)
@@ -152,6 +156,8 @@ def _loop(
             _evaluate_and_keep(run, state, record)  # 4c. evaluate, keep the best, count patience
         if rank == 0:  # 4d. log, and checkpoint when due (always before stopping)
             run.dir.append_metrics(record)
+            if run.report is not None:
+                run.report.log(record)
             if state.step % checkpoint_every == 0 or state.step == cfg.steps or state.stopped_early or out_of_time:
                 state.seconds = round(time.time() - run.started, 3)
                 save_checkpoint(run.dir.checkpoint, run.named, run.optimizer, state.to_counters())
@@ -312,7 +318,8 @@ def _step(run: _Run, state: TrainState, batch: list[int]) -> dict[str, Any]:
         )
     state.step += 1
     state.batch += 1
-    return {"step": state.step, "loss": loss_value, "lr": lr, "examples_per_s": len(batch) / max(time.time() - tick, 1e-9)}
+    return {"step": state.step, "loss": loss_value, "lr": lr, "examples_per_s": len(batch) / max(time.time() - tick, 1e-9),
+            "seconds": round(time.time() - run.started, 2)}  # run time so far (resumed: with the time before)
 
 
 def _evaluate_and_keep(run: _Run, state: TrainState, record: dict[str, Any]) -> None:
@@ -350,6 +357,9 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
     }
     if run.rank == 0:
         atomic_write(run.dir.summary, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+        write_curve(run.dir.root)  # curve.png: loss and the eval metric vs step and vs minutes
+        if run.report is not None:
+            run.report.close()
     if run.world > 1:
         dist.destroy_process_group()
     return TrainResult(state.best, state.best_step, state.step, summary["wall_seconds"], best_path, run.dir.root,

@@ -47,7 +47,7 @@ class TrainState:
         return cls(**{key: value for key, value in counters.items() if key in known})
 
 
-RESUME_MAY_CHANGE = ("lr", "steps", "max_minutes")
+RESUME_MAY_CHANGE = ("lr", "steps", "max_minutes", "report_to")  # report_to: where logs go, not the run
 """What `--resume` may change (README): everything else would silently continue the run as another one,
 e.g. the SST-2 prompt trained on with RTE's data. `out` is the folder being resumed, so it is not compared."""
 
