@@ -146,8 +146,9 @@ train(cfg, fm=tiny_causal(), resume={resume}, progress=False, on_step=kill_at({k
 
 
 @pytest.mark.integration  # two training subprocesses, one killed with SIGKILL
-@pytest.mark.parametrize("recipe", [{}, {"optimizer": "adamw", "lr": 0.05, "lr_schedule": "linear"}],
-                         ids=["adafactor-constant", "adamw-linear"])
+@pytest.mark.parametrize("recipe", [{}, {"optimizer": "adamw", "lr": 0.05, "lr_schedule": "linear"},
+                                    {"optimizer": "adamw", "lr": 0.05, "reparam": "residual-mlp", "reparam_hidden": 8}],
+                         ids=["adafactor-constant", "adamw-linear", "adamw-residual-mlp"])
 def test_sigkill_then_resume_ends_with_the_same_prompt(tmp_path, recipe):
     """Kill -9 after step 5 (last checkpoint: step 4), resume, and compare with an uninterrupted run.
 

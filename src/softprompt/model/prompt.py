@@ -45,6 +45,16 @@ class SoftPrompt(nn.Module):
         self.embeddings = nn.Parameter(embeddings.detach().to(torch.float32).clone())
         self.metadata: dict[str, Any] = dict(metadata or {})
 
+    @classmethod
+    def computed(cls, rows: torch.Tensor, metadata: dict[str, Any]) -> SoftPrompt:
+        """A prompt over rows [P, H] computed by something else (training's reparameterization), not copied:
+        gradients through `as_input` reach what computed them. Scoring only; save the folded prompt instead."""
+        prompt = cls.__new__(cls)
+        nn.Module.__init__(prompt)
+        prompt.embeddings = rows  # a plain tensor attribute, not a Parameter: this view owns no weights
+        prompt.metadata = metadata
+        return prompt
+
     @property
     def length(self) -> int:
         """P: number of prompt vectors."""

@@ -54,6 +54,11 @@ class Loss(StrEnum):
     RANK = "rank"  # softmax over the label words only (classification tasks)
 
 
+class Reparam(StrEnum):
+    NONE = "none"  # the optimizer moves the prompt rows themselves (the paper)
+    RESIDUAL_MLP = "residual-mlp"  # rows = base + LayerNorm(MLP(base)) while training, folded when saved (reparam.py)
+
+
 class ConfigError(UsageError):
     """A configuration value or combination that cannot work; the message names it."""
 
@@ -76,6 +81,11 @@ class TrainConfig:
     """Text for init=text."""
     init_file: str | None = None
     """Prompt file for init=file."""
+    reparam: Reparam = Reparam.NONE
+    """none, or residual-mlp: while training the rows are base + LayerNorm(MLP(base)) (Razdaibiedina et al.
+    2023); every saved prompt is the folded, plain [P, H] matrix, so files work everywhere a prompt does."""
+    reparam_hidden: int = 256
+    """The residual MLP's bottleneck width (reparam=residual-mlp)."""
     recipe: Recipe = Recipe.DEFAULT
     """default (AdamW 0.03, linear decay) or paper (Adafactor 0.3, constant: Lester et al. 2021); it fills the
     optimizer and lr schedule where they are not given."""
@@ -151,11 +161,15 @@ class TrainConfig:
         if self.attention is not None and self.attention not in KERNELS:
             raise ConfigError(f"attention must be one of {', '.join(KERNELS)}, got {self.attention!r}")
         self.loss = Loss(self.loss)
+        self.reparam = Reparam(self.reparam)
+        if self.reparam is not Reparam.NONE and self.method is not Method.PROMPT_TUNING:
+            raise ConfigError(f"reparam {self.reparam.value} reparameterizes a prompt; model tuning has none")
         if not self.task and not self.task_file:
             raise ConfigError("give a task: --task NAME (e.g. sst2) or --task-file my_task.yaml")
         if self.task and self.task_file:
             raise ConfigError(f"give --task or --task-file, not both (got {self.task!r} and {self.task_file!r})")
-        for name in ("prompt_length", "batch_size", "grad_accum", "steps", "eval_batch_size", "max_input_tokens"):
+        for name in ("prompt_length", "batch_size", "grad_accum", "steps", "eval_batch_size", "max_input_tokens",
+                     "reparam_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         # Optional counts and amounts: None means "off", anything given must make sense (the optimizer,

@@ -31,10 +31,11 @@ from softprompt.scoring.objectives import target_prefix
 from softprompt.tasks.base import Example, Task
 from softprompt.training.batching import epoch_batches, split_micro
 from softprompt.training.checkpoint import load_checkpoint, save_checkpoint
-from softprompt.training.config import ConfigError, Loss, Method, TrainConfig
+from softprompt.training.config import ConfigError, Loss, Method, Reparam, TrainConfig
 from softprompt.training.curves import write_curve
 from softprompt.training.init import make_prompt
 from softprompt.training.optimizers import make_optimizer, set_lr
+from softprompt.training.reparam import ResidualPromptMLP
 from softprompt.training.report import TensorBoardReport, open_report
 from softprompt.training.rows import Row, encode_rows, step_loss
 from softprompt.training.rundir import RunDir
@@ -80,6 +81,7 @@ class _Run:
     started: float
     autocast: bool
     report: TensorBoardReport | None = None  # rank 0, with --report-to tensorboard
+    reparam: ResidualPromptMLP | None = None  # --reparam: what learns instead of the rows; `prompt` is its fold
 
 
 def distributed() -> tuple[int, int]:
@@ -123,9 +125,9 @@ def train(
         task, train_examples, val_examples, rows = _data(cfg, fm, task, train_examples, eval_examples)
 
         # 2. What learns: the prompt (fp32), or every weight of the model.
-        prompt, named = _learners(cfg, fm, task, train_examples)
+        prompt, named, reparam = _learners(cfg, fm, task, train_examples)
         run = _Run(cfg, fm, task, rows, val_examples, prompt, named, make_optimizer(list(named.values()), cfg),
-                   out, rank, world, started, _autocast(cfg, fm), report)
+                   out, rank, world, started, _autocast(cfg, fm), report, reparam)
 
         # 3. Fresh start or resume from the last checkpoint.
         state = _start(run, resume)
@@ -237,13 +239,14 @@ def _data(
 
 def _learners(
     cfg: TrainConfig, fm: FrozenModel, task: Task, train_examples: list[Example]
-) -> tuple[SoftPrompt | None, dict[str, torch.Tensor]]:
-    """(the prompt, or None for model tuning; name -> tensor of everything the optimizer updates)."""
+) -> tuple[SoftPrompt | None, dict[str, torch.Tensor], ResidualPromptMLP | None]:
+    """(the prompt, or None for model tuning; name -> tensor of everything the optimizer updates; the
+    reparameterization that computes the prompt's rows, or None when the rows learn themselves)."""
     if cfg.method is not Method.PROMPT_TUNING:
         for param in fm.model.parameters():
             param.requires_grad_(True)
         fm.model.train(False)  # dropout stays off: the paper's comparisons use the same deterministic forward
-        return None, {name: p for name, p in fm.model.named_parameters()}
+        return None, {name: p for name, p in fm.model.named_parameters()}, None
     init = cfg.init
     if init == "class-labels" and not task.label_words:
         init = "sampled-vocab"  # per-example choices (COPA, ReCoRD): no fixed label words to start from
@@ -254,7 +257,11 @@ def _learners(
     prompt.metadata.update(label_words=task.label_words, train_config=cfg.to_dict())
     if cfg.target_sentinel:  # evaluation scores and generates targets in the trained format
         prompt.metadata["target_prefix"] = target_prefix(fm)
-    return prompt, {"prompt": prompt.embeddings}
+    if cfg.reparam is Reparam.RESIDUAL_MLP:
+        reparam = ResidualPromptMLP(prompt.embeddings, cfg.reparam_hidden, seed=cfg.seed)
+        prompt.embeddings.requires_grad_(False)  # the fold: written after each update, never stepped itself
+        return prompt, {f"reparam.{name}": p for name, p in reparam.named_parameters()}, reparam
+    return prompt, {"prompt": prompt.embeddings}, None
 
 
 def _autocast(cfg: TrainConfig, fm: FrozenModel) -> bool:
@@ -271,6 +278,8 @@ def _start(run: _Run, resume: bool) -> TrainState:
         state = TrainState.from_counters(load_checkpoint(run.dir.checkpoint, run.named, run.optimizer))
         # --max-minutes is the run's budget, not each process's: the time up to the checkpoint stays spent.
         run.started -= state.seconds
+        if run.reparam is not None and run.prompt is not None:
+            run.reparam.fold_into(run.prompt)
         # A resumed run takes the lr of its config (it may lower it, e.g. after a divergence): set each step.
     if run.rank == 0:
         for path in run.dir.remove_stale_temps():  # a kill mid-write leaves them; nothing else writes here now
@@ -292,8 +301,10 @@ def _step(run: _Run, state: TrainState, batch: list[int]) -> dict[str, Any]:
     run.optimizer.zero_grad(set_to_none=True)
     loss_value = 0.0
     for micro in split_micro(split_micro(batch, run.world)[run.rank], cfg.grad_accum):
+        # With --reparam the loss sees the rows as computed (gradient reaches the MLP), not their folded copy.
+        prompt = run.prompt if run.reparam is None else run.reparam.training_prompt(run.prompt)
         with training_attention(run.fm, cfg.attention), torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.autocast):
-            loss = step_loss(run.fm, [run.rows[i] for i in micro], run.prompt, cfg, norm)
+            loss = step_loss(run.fm, [run.rows[i] for i in micro], prompt, cfg, norm)
         loss.backward()
         loss_value += float(loss.detach())
     if run.world > 1:
@@ -311,6 +322,8 @@ def _step(run: _Run, state: TrainState, batch: list[int]) -> dict[str, Any]:
     lr = cfg.lr_at(state.step)
     set_lr(run.optimizer, lr)
     run.optimizer.step()
+    if run.reparam is not None and run.prompt is not None:
+        run.reparam.fold_into(run.prompt)  # evaluation, files and on_step read the plain prompt
     if not all(torch.isfinite(p).all() for p in run.named.values()):
         raise TrainingError(
             f"the update at step {state.step + 1} produced NaN/inf weights (lr {cfg.learning_rate} is too "
