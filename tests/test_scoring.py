@@ -61,6 +61,31 @@ def test_batched_generation_matches_one_at_a_time():
     assert batched == alone
 
 
+@pytest.mark.parametrize("cached", [False, True])
+def test_one_batch_of_mixed_lengths_limits_and_prompts_matches_the_full_forward_reference(cached):
+    """The decoder batches rows with different input lengths, limits and prompts together (each row stops at its
+    own limit); each row's tokens are the uncached, unbatched greedy ones."""
+    from softprompt.scoring import generate_ids
+    from softprompt.scoring.prefix import PrefixCache
+
+    fm = tiny_causal()
+    prompts = [make_prompt(fm, p, "random-uniform", seed=p, scale=5.0) for p in (2, 6, 3)]
+    texts = ["the movie", "a terrible film , boring and far too long , and then some more words", "what"]
+    limits = [5, 2, 7]
+    got = generate_ids(fm, [fm.tokenizer(t).input_ids for t in texts], prompts, limits, False,
+                       prefixes=PrefixCache(fm) if cached else None, stop_at_eos=False)
+    assert got == [full_forward_greedy(fm, p, t, n) for p, t, n in zip(prompts, texts, limits, strict=True)]
+
+
+def test_generation_groups_pay_for_their_decode_steps():
+    """With 32 new tokens each, a 4-token and a 60-token input share one group (a second group would run 32
+    more decode forwards); scoring-sized groups (no decode steps) still split them."""
+    from softprompt.scoring.layout import FORWARD_OVERHEAD, split_by_length
+
+    assert len(split_by_length([4, 60, 5, 61], 8)) == 2
+    assert len(split_by_length([4, 60, 5, 61], 8, overhead=FORWARD_OVERHEAD * 33)) == 1
+
+
 def test_seq2seq_generation_uses_the_prompt():
     fm = tiny_seq2seq()
     prompts = [make_prompt(fm, 8, "random-uniform", seed=s, scale=5.0) for s in (1, 2)]

@@ -26,7 +26,7 @@ from softprompt.model.attach import attach_causal, attach_encoder
 from softprompt.model.frozen import FrozenModel
 from softprompt.scoring.head import head_logits
 from softprompt.scoring.inputs import PromptSpec, pad, per_input, prompt_list, strip_bos
-from softprompt.scoring.layout import generate_layout, padded_prefix_cache, split_by_length
+from softprompt.scoring.layout import FORWARD_OVERHEAD, generate_layout, padded_prefix_cache, split_by_length
 from softprompt.scoring.packed import fits_window
 from softprompt.scoring.prefix import PrefixCache, PrefixState, base_model
 from softprompt.scoring.router import check_context
@@ -98,7 +98,11 @@ def generate_ids(
         return _plain(fm, ids, rows, limits, stop, size, list(range(len(ids))), out, watch)
     bare = [strip_bos(fm, list(x)) for x in ids]
     has_bos = [len(b) < len(x) or not fm.adds_bos for b, x in zip(bare, ids, strict=True)]
-    for chunk in split_by_length([len(b) for b in bare], size):
+    # A group pays one forward per new token, and a decode step costs about one forward's fixed overhead
+    # whatever its row count (its weights are read once for all rows): so the cost model charges every group
+    # its decode steps too, which keeps mixed-length requests in fewer, wider groups despite more padding.
+    steps = max(limits, default=0)
+    for chunk in split_by_length([len(b) for b in bare], size, overhead=FORWARD_OVERHEAD * (1 + steps)):
         states = [prefixes.get(specs[i]) if specs[i] is not None and has_bos[i] else None for i in chunk]
         # The padded cache's slots count against a sliding window as if they were tokens: cached only when
         # the whole padded batch, generated tokens included, fits inside it.
@@ -131,17 +135,18 @@ def _plain(
     fm: FrozenModel, ids: Sequence[list[int]], rows: list[torch.Tensor | None], limits: list[int], stop: StopRule,
     size: int, which: list[int], out: list[list[int]], watch: list[Watcher | None],
 ) -> list[list[int]]:
-    """The uncached path for inputs `which`, in order: one call per distinct limit and `size` inputs.
-    Fills `out` and returns it."""
-    for limit in sorted({limits[i] for i in which}):
-        same = [i for i in which if limits[i] == limit]
+    """The uncached path for inputs `which`, in order, `size` inputs per call (seq2seq: one call per distinct
+    limit; a decoder-only batch stops each row at its own limit). Fills `out` and returns it."""
+    groups = [[i for i in which if limits[i] == limit] for limit in sorted({limits[i] for i in which})] \
+        if fm.is_seq2seq else [list(which)]
+    for same in groups:
         for start in range(0, len(same), size):
             idx = same[start: start + size]
             batch, prompts = [ids[i] for i in idx], [rows[i] for i in idx]
             if fm.is_seq2seq:
-                tokens = _seq2seq(fm, batch, prompts, limit)
+                tokens = _seq2seq(fm, batch, prompts, limits[idx[0]])
             else:
-                tokens = _greedy(fm, *_fill_plain(fm, batch, prompts), [limit] * len(idx), stop,
+                tokens = _greedy(fm, *_fill_plain(fm, batch, prompts), [limits[i] for i in idx], stop,
                                  [watch[i] for i in idx])
             for i, t in zip(idx, tokens, strict=True):
                 out[i] = t

@@ -199,7 +199,11 @@ def generate_layout(
     return ids, mask, positions
 
 
-def split_by_length(lengths: Sequence[int], max_batch: int, overhead: int = 64) -> list[list[int]]:
+FORWARD_OVERHEAD = 64
+"""What one forward costs beyond its token slots, in token slots (per-op dispatch; small matmuls run slower)."""
+
+
+def split_by_length(lengths: Sequence[int], max_batch: int, overhead: int = FORWARD_OVERHEAD) -> list[list[int]]:
     """Group request indices into forward passes that waste little on padding.
 
     A batch costs (its size × its longest row) token slots, plus `overhead` slots per forward (per-op
