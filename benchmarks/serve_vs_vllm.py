@@ -34,7 +34,6 @@ import io
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,8 @@ VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 OURS_BIN = Path(sys.executable).with_name("softprompt")
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from serve_vs_peft import TASKS, load_stream, make_prompts  # noqa: E402  (a sibling benchmark's stream)
+from load_test import free_port  # noqa: E402  (sibling benchmarks: the server benchmark's port, the stream)
+from serve_vs_peft import TASKS, load_stream, make_prompts  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- HTTP client
 
@@ -91,12 +91,6 @@ def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
         return response.status, response.read().decode(errors="replace")
     finally:
         conn.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------------------------- servers
@@ -226,25 +220,21 @@ def build_requests(fm: Any, prompts: dict, stream: list[tuple[str, str]], dtype:
     return out, (time.perf_counter() - tick) / max(1, len(stream))
 
 
-def first_token_labels(fm: Any, stream: list[tuple[str, str]], words: dict) -> list[dict[int, str]]:
-    """Per request: first token id of each label word (as scoring tokenizes it after that input) -> the word."""
-    from softprompt.scoring import encode_pair
-
-    return [{encode_pair(fm, text, w).target_ids[0]: w for w in words[task]} for task, text in stream]
-
-
-def first_token_answers(fm: Any, prompts: dict, stream: list[tuple[str, str]], words: dict) -> list[str]:
-    """Per request, in process: the label word whose FIRST token softprompt's scorer finds likeliest (vLLM's
-    rule here), to tell a difference of rules (ours scores every token of the word and EOS) from a difference
-    of engines."""
+def first_tokens(fm: Any, prompts: dict, stream: list[tuple[str, str]], words: dict) -> tuple[list[dict[int, str]], list[str]]:
+    """Per request, each (input, label word) pair encoded once as scoring does: (first token id of each label word
+    -> the word, vLLM's allowed tokens; the word whose FIRST token softprompt's scorer finds likeliest, computed
+    in process: vLLM's rule, to tell a difference of rules (ours scores every token of the word and EOS) from a
+    difference of engines)."""
     from softprompt.scoring import encode_pair, target_logprobs
 
-    out = []
+    firsts, answers = [], []
     with torch.no_grad():
         for task, text in stream:
-            logprobs = target_logprobs(fm, [encode_pair(fm, text, w) for w in words[task]], prompts[task])
-            out.append(words[task][max(range(len(logprobs)), key=lambda i: float(logprobs[i][0]))])
-    return out
+            pairs = [encode_pair(fm, text, w) for w in words[task]]
+            firsts.append({pair.target_ids[0]: w for pair, w in zip(pairs, words[task], strict=True)})
+            logprobs = target_logprobs(fm, pairs, prompts[task])
+            answers.append(words[task][max(range(len(logprobs)), key=lambda i: float(logprobs[i][0]))])
+    return firsts, answers
 
 
 def classify_senders(ours: Client | None, theirs: Client | None, stream: list, embeds: list,
@@ -383,13 +373,12 @@ def main() -> None:
         args.per_task, args.generate, args.concurrency = 2, 4, [1, 4]
     out = None if args.quick else Path(args.out or RESULTS / "serve_vs_vllm.json")
 
-    from train_vs_peft import gemm_peak
-    from train_vs_peft import machine as facts
+    from train_vs_peft import machine_and_peaks
 
-    from softprompt.model.loading import cpu_supports_bf16, load_model
+    from softprompt.model.loading import load_model
 
-    bf16 = cpu_supports_bf16()
-    dtype = "bfloat16" if bf16 else "float32"
+    facts = machine_and_peaks()
+    dtype = "bfloat16" if facts["bf16"] else "float32"
     fm = load_model("default", dtype="fp32")  # the client side: tokenizer and input embeddings only
     stream, words = load_stream(fm, args.per_task, args.max_input_tokens, args.seed)
     rng = random.Random(args.seed + 1)
@@ -400,8 +389,7 @@ def main() -> None:
         "benchmark": "softprompt serve vs vllm serve --enable-prompt-embeds, HTTP, SmolLM2-135M, P=100, 4 tasks mixed",
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": "python benchmarks/serve_vs_vllm.py " + " ".join(sys.argv[1:]),
-        "machine": facts() | {"bf16": bf16, "gemm_2048_peak": {"fp32": gemm_peak(torch.float32)}
-                              | ({"bf16": gemm_peak(torch.bfloat16)} if bf16 else {})},
+        "machine": facts,
         "dtype": dtype, "tasks": list(TASKS), "prompt_length": 100, "classify_requests": len(stream),
         "generate_requests": len(gen), "generate_new_tokens": [min(lengths), max(lengths)],
         "concurrency": args.concurrency, "systems": {},
@@ -414,8 +402,7 @@ def main() -> None:
         embeds, per_request = build_requests(fm, prompts, stream, dtype, work)
         result["vllm_client_embed_ms_per_request"] = round(1000 * per_request, 2)
         gen_embeds = embeds[: len(gen)]
-        firsts = first_token_labels(fm, stream, words)
-        first_rule = first_token_answers(fm, prompts, stream, words)
+        firsts, first_rule = first_tokens(fm, prompts, stream, words)
         model_dir = fm.model.config.name_or_path
         del fm
         plan = [("softprompt", lambda: start_ours(work / "prompts", work), True),

@@ -378,19 +378,10 @@ def plot(task: str, runs: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def machine() -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from train_vs_peft import gemm_peak
-    from train_vs_peft import machine as facts
-
-    from softprompt.model.loading import cpu_supports_bf16
-
-    bf16 = cpu_supports_bf16()
-    peaks = {"fp32": gemm_peak(torch.float32)} | ({"bf16": gemm_peak(torch.bfloat16)} if bf16 else {})
-    return facts() | {"bf16": bf16, "gemm_2048_peak": peaks}
-
-
 def parent(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from train_vs_peft import machine_and_peaks  # a sibling benchmark's; imported here, not in the workers
+
     if args.quick:
         args.minutes, args.val_n, args.final_limit, args.peft_lrs = [0.05, 0.1], 16, 16, [3e-1]
     out = args.out or (None if args.quick else str(RESULTS / "time_to_accuracy.json"))
@@ -398,7 +389,7 @@ def parent(args: argparse.Namespace) -> None:
         "benchmark": "time to accuracy: softprompt vs PEFT prompt tuning, SmolLM2-135M (the default model)",
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": "python benchmarks/time_to_accuracy.py " + " ".join(sys.argv[1:]),
-        "machine": machine(), "threads": THREADS, "checkpoint_minutes": args.minutes,
+        "machine": machine_and_peaks(), "threads": THREADS, "checkpoint_minutes": args.minutes,
         "validation": f"{args.val_n} examples carved from train by hash (left out of training)",
         "peft_documented": PEFT_DOC, "tasks": {}, "complete": False,
     }

@@ -381,6 +381,14 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+def machine_and_peaks() -> dict[str, Any]:
+    """`machine()` plus whether the CPU has native bf16 and the 2048² GEMM peaks measured now (fp32, and bf16
+    where native: emulated bf16 would take minutes and mean nothing), for benchmarks that report both."""
+    bf16 = cpu_supports_bf16()
+    peaks = {"fp32": gemm_peak(torch.float32)} | ({"bf16": gemm_peak(torch.bfloat16)} if bf16 else {})
+    return machine() | {"bf16": bf16, "gemm_2048_peak": peaks}
+
+
 def parent(args: argparse.Namespace) -> None:
     if args.quick:
         args.rounds, args.steps, args.warmup, args.acc_steps, args.eval_n, args.fixed_len = 2, 1, 1, 2, 8, 32

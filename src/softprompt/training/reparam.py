@@ -28,7 +28,7 @@ class ResidualPromptMLP(nn.Module):
     def __init__(self, init: torch.Tensor, hidden: int, seed: int = 0) -> None:
         """init: [P, H], the prompt's starting rows; hidden: R, the MLP's bottleneck width."""
         super().__init__()
-        rows, width = init.shape
+        width = init.shape[1]
         generator = torch.Generator().manual_seed(seed)
         self.base = nn.Parameter(init.detach().to(torch.float32).clone())
         self.down = nn.Linear(width, hidden)
