@@ -20,9 +20,13 @@ evaluated once on the reported split (SST-2/BoolQ dev, BANKING77 test), `--final
 PEFT's prompt is evaluated through softprompt's scorer (its [P, H] embedding as a SoftPrompt): SmolLM2 adds no
 BOS, so PEFT's layout (prompt, then input) is ours exactly (tests/test_peft_io.py checks the logits).
 
-A linear schedule needs a step count: each system's is the steps its own step time allows in the largest
-checkpoint, from probe steps that are then discarded (ours: 10, timed after the third, since its
-length-bucketed batches meet new shapes at first; PEFT pads every batch to one length: 3, timed from the second). JSON -> benchmarks/results/time_to_accuracy.json, a PNG per task.
+The clock starts when training is asked for, with the model already loaded: preparing the data (tokenizing the
+training set) counts, evaluations do not. Both linear schedules decay to 0 at the last checkpoint by that clock:
+ours because `max_minutes` makes softprompt's linear schedule end at the time budget (TrainConfig.lr_at), PEFT's
+because the benchmark sets its lr from the same clock each step, the schedule its guide's
+`get_linear_schedule_with_warmup` would give with the step count that fits. (Step counts guessed from probe steps
+ended ours' decay at 68-91% of the budget and left PEFT's at 30% of its lr: SST-2 step times vary 2-12 s with the
+length bucket.) JSON -> benchmarks/results/time_to_accuracy.json, a PNG per task.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import datetime
 import hashlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,22 +88,20 @@ def data_dir() -> str:
 # ------------------------------------------------------------------------------------------------- the clock
 
 class Clock:
-    """The training clock: wall time minus evaluations, from the start of the first step. A run's setup
-    (tokenizing the training set, building the prompt) is reported apart, as `setup_seconds`, on both sides.
-    `begin(step_seconds)` is called when the first step has ended: the clock then reads that step's time."""
+    """The training clock: wall time minus evaluations, from its creation (just before training is asked for,
+    with the model loaded: data preparation counts on both sides)."""
 
     def __init__(self, minutes: list[float]) -> None:
-        self.checkpoints, self.created, self.start, self.paused = sorted(minutes), time.perf_counter(), None, 0.0
-
-    def begin(self, first_step_seconds: float) -> float:
-        """Start the clock (once) as if at the first step's start; returns the setup seconds before it."""
-        if self.start is None:
-            self.start = time.perf_counter() - first_step_seconds
-        return self.start - self.created
+        self.checkpoints, self.start, self.paused = sorted(minutes), time.perf_counter(), 0.0
+        self.budget = 60.0 * self.checkpoints[-1]
 
     @property
     def seconds(self) -> float:
-        return 0.0 if self.start is None else time.perf_counter() - self.start - self.paused
+        return time.perf_counter() - self.start - self.paused
+
+    def fraction(self) -> float:
+        """How much of the budget (the last checkpoint) is spent: a linear schedule's lr is lr0 * (1 - this)."""
+        return min(1.0, self.seconds / self.budget)
 
     def due(self) -> bool:
         return bool(self.checkpoints) and self.seconds >= self.checkpoints[0] * 60
@@ -127,31 +128,20 @@ def emit(record: dict[str, Any]) -> None:
     print(TAG + json.dumps(record), flush=True)
 
 
-def step_seconds(times: list[float]) -> float:
-    """Median seconds per step from the probe's step-end times (the first step, warm-up, is not timed)."""
-    return statistics.median([b - a for a, b in zip(times, times[1:], strict=False)])
-
-
-def warm_step_seconds(times: list[float], warm: int) -> float:
-    """Mean seconds per step after the first `warm` steps. Ours buckets batches by length, so a fresh process
-    meets new shapes in its first steps (oneDNN builds kernels per shape): the first SST-2 probes here took
-    7.4 s a step against 3.5 s over the run, so 3 steps planned half the schedule the time allowed."""
-    return (times[-1] - times[warm - 1]) / (len(times) - warm)
-
-
 class Done(Exception):
     """Raised by the step callback after the last checkpoint: training stops there."""
 
 
 # ------------------------------------------------------------------------------------------------- ours
 
-def ours_config(args: argparse.Namespace, out: str, steps: int) -> Any:
+def ours_config(args: argparse.Namespace, out: str) -> Any:
+    """The recipe's config with the time budget as its only limit (steps: more than can run)."""
     from softprompt.training.config import TrainConfig
 
     spec = TASKS[args.task][0]
     where = {"task_file": spec} if spec.endswith(".yaml") else {"task": spec}
-    return TrainConfig(**where, recipe=args.recipe, reparam=args.reparam, steps=steps, eval_every=0, out=out, threads=THREADS,
-                       seed=args.seed, data_dir=data_dir())
+    return TrainConfig(**where, recipe=args.recipe, reparam=args.reparam, steps=10**6, max_minutes=max(args.minutes),
+                       eval_every=0, out=out, threads=THREADS, seed=args.seed, data_dir=data_dir(), **args.ours_set)
 
 
 def worker_ours(args: argparse.Namespace) -> None:
@@ -162,20 +152,14 @@ def worker_ours(args: argparse.Namespace) -> None:
     fm = load_model("default")
     task, train_ex, val, final = task_data(args)
     # train() evaluates its own validation set at its last step, inside that step's time and so on the clock
-    # (BANKING77's 200 x 77 label words made the probe read 20 s a step against 12): it gets one example; the
+    # (BANKING77's 200 x 77 label words take seconds): it gets one example; the
     # checkpoints evaluate `val` off the clock.
     mute = val[:1]
-    with tempfile.TemporaryDirectory() as scratch:  # probe: 10 steps, timed after the third, then thrown away
-        times: list[float] = []
-        train(ours_config(args, f"{scratch}/probe", 10), fm=fm, task=task, train_examples=train_ex, eval_examples=mute,
-              progress=False, on_step=lambda state, prompt: times.append(time.perf_counter()))
-        probe = warm_step_seconds(times, 3)
-        steps = max(1, round(max(args.minutes) * 60 / probe))
-        cfg = ours_config(args, f"{scratch}/run", steps)
-        clock, last, setup = Clock(args.minutes), {}, {}
+    with tempfile.TemporaryDirectory() as scratch:
+        cfg = ours_config(args, f"{scratch}/run")
+        clock, last = Clock(args.minutes), {}
 
-        def on_step(state: Any, prompt: Any) -> None:
-            setup.setdefault("seconds", clock.begin(probe))
+        def on_step(state: Any, prompt: Any) -> None:  # train() does not charge this callback's time to its budget
             last.update(prompt=prompt, steps=state.step)
             if clock.due():
                 checkpoint(clock, lambda: accuracy(fm, task, val, prompt), state.step, cfg.batch_size)
@@ -185,23 +169,23 @@ def worker_ours(args: argparse.Namespace) -> None:
             train(cfg, fm=fm, task=task, train_examples=train_ex, eval_examples=mute, progress=False, on_step=on_step)
         except Done:
             pass
-        while clock.checkpoints:  # the schedule ended before the last checkpoint: the final prompt stands for them
-            checkpoint(clock, lambda: accuracy(fm, task, val, last["prompt"]), last["steps"], cfg.batch_size,
-                       after_schedule=True)
-        emit({"kind": "final", "split": TASKS[args.task][1], "examples": len(final), "schedule_steps": steps,
-              "probe_step_seconds": round(probe, 3), "setup_seconds": round(setup["seconds"], 1),
+        while clock.checkpoints:  # train's own clock reached max_minutes a moment before this one did
+            checkpoint(clock, lambda: accuracy(fm, task, val, last["prompt"]), last["steps"], cfg.batch_size)
+        emit({"kind": "final", "split": TASKS[args.task][1], "examples": len(final),
               "accuracy": accuracy(fm, task, final, last["prompt"]),
               "recipe": {k: cfg.to_dict()[k] for k in ("recipe", "optimizer", "lr_schedule", "batch_size",
                                                        "prompt_length", "init", "weight_decay", "reparam")}
-              | {"lr": cfg.learning_rate}})
+              | {"lr": cfg.learning_rate, "schedule_ends": "at the last checkpoint (train's max_minutes)"}
+              | ({"task_file": TASKS[args.task][0]} if TASKS[args.task][0].endswith(".yaml") else {})
+              | {k: cfg.to_dict()[k] for k in args.ours_set}})
 
 
-def checkpoint(clock: Clock, evaluate: Any, steps: int, batch: int, after_schedule: bool = False) -> None:
+def checkpoint(clock: Clock, evaluate: Any, steps: int, batch: int) -> None:
     """Evaluate off the clock and emit one record per checkpoint passed."""
     passed, acc = clock.evaluate(evaluate)
     for minutes in passed:
         emit({"kind": "checkpoint", "minutes": minutes, "train_seconds": round(clock.seconds, 1), "steps": steps,
-              "examples_seen": steps * batch, "val_accuracy": acc} | ({"after_schedule": True} if after_schedule else {}))
+              "examples_seen": steps * batch, "val_accuracy": acc})
 
 
 # ------------------------------------------------------------------------------------------------- PEFT
@@ -223,23 +207,19 @@ class PeftRun:
         self.fm, self.pad = fm, fm.tokenizer.pad_token_id
         self.model = get_peft_model(fm.model, config)
         self.model.train()
-        self.lr, self.initial = lr, self.embedding.detach().clone()
+        self.lr = lr
 
-    def start(self, steps: int) -> None:
-        """From the initial prompt: a fresh AdamW and a linear schedule over `steps` (the probe runs first)."""
-        from transformers import get_linear_schedule_with_warmup
-
-        with torch.no_grad():
-            self.embedding.copy_(self.initial)
-        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=self.lr)
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, num_warmup_steps=0, num_training_steps=steps)
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=lr)
 
     @property
     def embedding(self) -> torch.Tensor:
         """PEFT's prompt [P, H]."""
         return self.model.prompt_encoder["default"].embedding.weight
 
-    def step(self, rows: list[tuple[list[int], list[int]]]) -> float:
+    def step(self, rows: list[tuple[list[int], list[int]]], spent: float) -> float:
+        """One AdamW step at lr0 * (1 - spent): `spent` is the budget's fraction used (linear decay, no warm-up)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * (1.0 - spent)
         length = max(PEFT_DOC["max_length"], max(len(i) + len(t) for i, t in rows))
         ids, mask, labels = [], [], []
         for inp, tgt in rows:
@@ -250,7 +230,6 @@ class PeftRun:
         out = self.model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), labels=torch.tensor(labels))
         out.loss.backward()
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad()
         return float(out.loss.detach())
 
@@ -279,9 +258,8 @@ def worker_peft(args: argparse.Namespace) -> None:
 
     fm = load_model("default", dtype="fp32")  # as `from_pretrained(name)` gives
     task, train_ex, val, final = task_data(args)
-    tick = time.perf_counter()
+    clock = Clock(args.minutes)  # from here, as ours: tokenizing the training set counts
     rows, batch = peft_rows(fm, train_ex, args.seed), PEFT_DOC["batch_size"]
-    tokenize = time.perf_counter() - tick  # its setup; ours tokenizes inside train(), before its clock starts
     torch.set_num_threads(THREADS)
 
     def batches():
@@ -289,25 +267,16 @@ def worker_peft(args: argparse.Namespace) -> None:
             for start in range(0, len(rows) - batch + 1, batch):
                 yield rows[start:start + batch]
 
-    run, times, data = PeftRun(fm, task, args.lr, args.seed), [], batches()
-    run.start(10)  # probe: 3 steps, timed from the second; then the run starts again from the initial prompt
-    for _ in range(3):
-        run.step(next(data))
-        times.append(time.perf_counter())
-    probe = step_seconds(times)
-    steps = max(1, round(max(args.minutes) * 60 / probe))
-    run.start(steps)
-    data, clock, done = batches(), Clock(args.minutes), 0
+    run, data, done = PeftRun(fm, task, args.lr, args.seed), batches(), 0
     while clock.checkpoints:
-        run.step(next(data))
+        run.step(next(data), clock.fraction())
         done += 1
-        clock.begin(probe)
         if clock.due():
             checkpoint(clock, lambda: accuracy(fm, task, val, run.prompt()), done, batch)
-    emit({"kind": "final", "split": TASKS[args.task][1], "examples": len(final), "schedule_steps": steps,
-          "probe_step_seconds": round(probe, 3), "setup_seconds": round(tokenize, 1),
+    emit({"kind": "final", "split": TASKS[args.task][1], "examples": len(final),
           "accuracy": accuracy(fm, task, final, run.prompt()),
-          "recipe": {"optimizer": "adamw", "lr_schedule": "linear", **PEFT_DOC, "lr": args.lr, "init": "TEXT"}})
+          "recipe": {"optimizer": "adamw", "lr_schedule": "linear", **PEFT_DOC, "lr": args.lr, "init": "TEXT",
+                     "schedule_ends": "at the last checkpoint (the benchmark's clock)"}})
 
 
 # ------------------------------------------------------------------------------------------------- parent
@@ -326,6 +295,8 @@ def run_worker(task: str, flags: list[str], args: argparse.Namespace) -> list[di
            "--minutes", *map(str, args.minutes), *flags]
     if args.final_limit:
         cmd += ["--final-limit", str(args.final_limit)]
+    cmd += [f for pair in args.task_file for f in ("--task-file", pair)]
+    cmd += [f for key, value in args.ours_set.items() for f in ("--ours-set", f"{key}={json.dumps(value)}")]
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, env=env, text=True, cwd=ROOT)
     if proc.returncode:
@@ -416,6 +387,18 @@ def parent(args: argparse.Namespace) -> None:
     print(text)
 
 
+def _field(parser: argparse.ArgumentParser, pair: str) -> tuple[str, Any]:
+    """FIELD=VALUE of --ours-set, VALUE read as YAML (16 -> int, 0.1 -> float, true -> bool)."""
+    import yaml
+
+    from softprompt.training.config import TrainConfig
+
+    key, sep, value = pair.partition("=")
+    if not sep or key not in TrainConfig.__dataclass_fields__:
+        parser.error(f"--ours-set takes FIELD=VALUE with FIELD a TrainConfig field, got {pair!r}")
+    return key, yaml.safe_load(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -429,6 +412,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run: seconds of training, no file written")
     parser.add_argument("--out", help="JSON path (default: benchmarks/results/time_to_accuracy.json)")
+    parser.add_argument("--task-file", action="append", default=[], metavar="TASK=PATH",
+                        help="train and evaluate TASK from this task file instead (recipe pilots: another template)")
+    parser.add_argument("--ours-set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a TrainConfig field for the ours systems (e.g. batch_size=16, lr=0.1); recorded")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=["ours", "peft"], help=argparse.SUPPRESS)
@@ -436,6 +423,12 @@ def main() -> None:
     parser.add_argument("--reparam", default="none", help=argparse.SUPPRESS)
     parser.add_argument("--lr", type=float, default=PEFT_DOC["lr"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for pair in args.task_file:
+        name, _, path = pair.partition("=")
+        if name not in TASKS or not Path(path).is_file():
+            parser.error(f"--task-file takes TASK=PATH with TASK one of {sorted(TASKS)} and an existing file: {pair!r}")
+        TASKS[name] = (str(Path(path).resolve()), TASKS[name][1])
+    args.ours_set = dict(_field(parser, pair) for pair in args.ours_set)
     if args.worker:
         torch.set_num_threads(THREADS)
         (worker_ours if args.side == "ours" else worker_peft)(args)

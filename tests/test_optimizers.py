@@ -49,3 +49,14 @@ def test_a_sudden_large_gradient_moves_the_prompt_no_further_than_a_normal_one()
     opt.step()
     alpha = float(before.pow(2).mean().sqrt()) * min(0.3, 21 ** -0.5)
     assert float((param.detach() - before).pow(2).mean().sqrt()) <= alpha * (1 + 1e-4)
+
+
+def test_linear_decay_ends_at_whichever_limit_comes_first():
+    capped = TrainConfig(task="sst2", steps=1000, max_minutes=10.0)
+    # ahead of the time budget's pace: the step schedule, exactly (reproducible, resumable)
+    assert capped.lr_at(500, seconds=60.0) == TrainConfig(task="sst2", steps=1000).lr_at(500) == 0.015
+    # behind it (slow steps): the lr follows the clock and reaches 0 when the budget does
+    assert abs(capped.lr_at(100, seconds=450.0) - 0.03 * 0.25) < 1e-12
+    assert capped.lr_at(100, seconds=600.0) == capped.lr_at(100, seconds=900.0) == 0.0
+    assert TrainConfig(task="sst2", steps=1000).lr_at(100, seconds=1e9) == 0.03 * 0.9  # no budget: steps only
+    assert TrainConfig(task="sst2", recipe="paper", max_minutes=1.0).lr_at(5, seconds=1e9) == 0.3  # constant stays

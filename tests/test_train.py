@@ -197,6 +197,20 @@ def test_time_budget_stops_after_evaluating_and_checkpointing(tmp_path):
     assert summary["stopped_early"] is True and summary["stopped_by"] == result.stopped_by == "max_minutes"
 
 
+def test_a_time_bound_linear_schedule_decays_by_the_clock_and_on_step_time_is_not_charged(tmp_path):
+    # A budget far shorter than one step: the clock is past it at the first update, so its lr is already 0.
+    result = train(config(tmp_path, steps=6, lr_schedule="linear", max_minutes=1e-6), fm=tiny_causal(), progress=False)
+    log = [json.loads(line) for line in RunDir(result.out_dir).metrics.read_text().splitlines()]
+    assert result.stopped_by == "max_minutes" and [r["lr"] for r in log] == [0.0]
+    # A caller that spends 0.4 s per step (its own evaluations) inside a 1-second budget: not charged, so
+    # the run ends at its steps, on the step schedule (the clock stays far behind it).
+    slow = lambda state, prompt: time.sleep(0.4)  # noqa: E731
+    result = train(config(tmp_path / "b", steps=4, lr=0.04, lr_schedule="linear", max_minutes=1 / 60), fm=tiny_causal(),
+                   progress=False, on_step=slow)
+    log = [json.loads(line) for line in RunDir(result.out_dir).metrics.read_text().splitlines()]
+    assert result.stopped_by == "steps" and [r["lr"] for r in log] == pytest.approx([0.04, 0.03, 0.02, 0.01], rel=0.2)
+
+
 def test_the_summary_says_which_limit_stopped_the_run_and_the_recipe(tmp_path):
     done = train(config(tmp_path / "a", steps=2, eval_every=2), fm=tiny_causal(), progress=False)
     summary = json.loads(RunDir(done.out_dir).summary.read_text())

@@ -34,7 +34,7 @@ class Optimizer(StrEnum):
 
 class Schedule(StrEnum):
     CONSTANT = "constant"  # the paper
-    LINEAR = "linear"  # decay to 0 at `steps` (PEFT's prompt-tuning guide, HF Trainer's default)
+    LINEAR = "linear"  # decay to 0 at `steps`, or at `max_minutes` if that comes first (see TrainConfig.lr_at)
 
 
 class Recipe(StrEnum):
@@ -96,7 +96,8 @@ class TrainConfig:
     weight_decay: float = 1e-5
     """Paper: 1e-5."""
     lr_schedule: Schedule | None = None
-    """constant (paper) or linear (default recipe: decays to 0 at `steps`; no warm-up)."""
+    """constant (paper) or linear (default recipe: decays to 0 at `steps`, or at `max_minutes` of training if
+    that limit comes first; no warm-up)."""
     beta2_decay: float = -0.8
     """Adafactor's β2 decay exponent (paper: 0.8, written -0.8 in torch)."""
     batch_size: int = 32
@@ -203,11 +204,20 @@ class TrainConfig:
             return 1e-5
         return 0.3 if self.optimizer is Optimizer.ADAFACTOR else 0.03
 
-    def lr_at(self, step: int) -> float:
-        """The learning rate of optimizer step `step` (0-based): a function of the step alone, so a resumed
-        run continues the schedule exactly."""
+    def lr_at(self, step: int, seconds: float | None = None) -> float:
+        """The learning rate of optimizer step `step` (0-based), `seconds` into the run.
+
+        Linear decays to 0 at whichever limit ends the run first: at `steps`, or, with `max_minutes`, at the
+        time budget. A time-capped run therefore spends its whole budget on a schedule that ends when it does
+        (a step-count guess would end the decay early and idle at lr 0, or stop before it decays). A run that
+        ends at `steps` and never runs ahead of its time budget's pace follows the step schedule exactly, so
+        it is reproducible and resumes exactly; a time-bound one depends on the machine's speed, as its
+        length already does."""
         if self.lr_schedule is Schedule.LINEAR:
-            return self.learning_rate * max(0.0, 1.0 - step / self.steps)
+            done = step / self.steps
+            if self.max_minutes and seconds is not None:
+                done = max(done, seconds / (self.max_minutes * 60))
+            return self.learning_rate * max(0.0, 1.0 - done)
         return self.learning_rate
 
     def to_dict(self) -> dict[str, Any]:

@@ -104,6 +104,7 @@ def train(
     `task`, `train_examples` and `eval_examples` replace what `cfg` names (tests train without benchmark
     files); `on_step(state, prompt)` is called after each finished step, once its log line and checkpoint are
     written, with the prompt as it is now (None for model tuning): benchmarks evaluate it at their own clock.
+    The time `on_step` takes is not charged to `max_minutes` (nor to the time-bound linear schedule).
     """
     from softprompt.model.loading import load_model
 
@@ -168,8 +169,10 @@ def _loop(
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_s']:.1f}",
                         best=state.best if state.best is None else f"{state.best:.4f}", **_budget(run, state))
-        if on_step is not None:
+        if on_step is not None:  # the caller's time (e.g. its own evaluations) is not charged to --max-minutes
+            called = time.time()
             on_step(state, run.prompt)
+            run.started += time.time() - called
         if state.stopped_early or out_of_time:  # 4e. patience or the time budget ran out
             state.stopped_by = "max_minutes" if out_of_time and not state.stopped_early else "patience"
             state.stopped_early = True
@@ -307,19 +310,21 @@ def _step(run: _Run, state: TrainState, batch: list[int]) -> dict[str, Any]:
             loss = step_loss(run.fm, [run.rows[i] for i in micro], prompt, cfg, norm)
         loss.backward()
         loss_value += float(loss.detach())
+    seconds = tick - run.started  # the time-bound linear schedule's clock (TrainConfig.lr_at)
     if run.world > 1:
         for param in run.named.values():
             dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
-        total = torch.tensor([loss_value])
+        # Ranks add their losses; they take the mean of their clocks, so all of them step with one lr.
+        total = torch.tensor([loss_value, seconds], dtype=torch.float64)
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        loss_value = float(total)
+        loss_value, seconds = float(total[0]), float(total[1]) / run.world
     # A NaN/inf loss stops the run before it can poison the prompt; the last checkpoint stays.
     if not math.isfinite(loss_value):
         raise TrainingError(
             f"loss became {loss_value} at step {state.step + 1}; the last good checkpoint is {run.dir.checkpoint}. "
             "Lower --lr or use --optimizer adamw, then --resume or start again."
         )
-    lr = cfg.lr_at(state.step)
+    lr = cfg.lr_at(state.step, seconds)
     set_lr(run.optimizer, lr)
     run.optimizer.step()
     if run.reparam is not None and run.prompt is not None:
