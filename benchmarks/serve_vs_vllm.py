@@ -141,11 +141,14 @@ class Server:
             self.proc.wait()
 
 
-def start_ours(prompts: Path, work: Path) -> Server:
+def start_ours(prompts: Path, work: Path, continuous: bool = True) -> Server:
     port = free_port()
     cmd = [str(OURS_BIN), "serve", "--prompts", str(prompts), "--port", str(port), "--max-input-tokens", "1024",
-           "--max-new-tokens", "64", "--queue-timeout-s", "600", "--reload-interval-s", "0", "--log-level", "warning"]
-    return Server("softprompt", cmd, port, "/healthz", work / "ours.log", dict(os.environ))
+           "--max-new-tokens", "64", "--queue-timeout-s", "600", "--reload-interval-s", "0", "--log-level", "warning",
+           "--continuous-batching" if continuous else "--no-continuous-batching"]
+    name = "softprompt" if continuous else "softprompt (static batching)"
+    return Server(name, cmd, port, "/healthz", work / f"ours_{'continuous' if continuous else 'static'}.log",
+                  dict(os.environ))
 
 
 def start_vllm(model_dir: str, dtype: str, prefix_caching: bool, work: Path) -> Server:
@@ -262,7 +265,8 @@ def generate_body(i: int, stream: list, lengths: list[int], embeds: list | None)
 # ----------------------------------------------------------------------------------------------- run
 
 def run_system(server: Server, kind: str, args: argparse.Namespace, stream: list, gen: list, lengths: list[int],
-               embeds: list, gen_embeds: list, firsts: list, generation: bool) -> dict[str, Any]:
+               embeds: list, gen_embeds: list, firsts: list, generation: bool, classification: bool = True,
+               ) -> dict[str, Any]:
     client = Client(server.port)
     ours = kind == "softprompt"
     classify = (classify_senders(client, None, stream, embeds, firsts) if ours
@@ -271,7 +275,7 @@ def run_system(server: Server, kind: str, args: argparse.Namespace, stream: list
         classify(i)
     record: dict[str, Any] = {"startup_seconds": server.startup_seconds, "classify": {}, "generate": {}}
     answers: dict[int, list] = {}
-    for c in args.concurrency:
+    for c in args.concurrency if classification else []:
         stats, bodies = drive(classify, len(stream), c)
         record["classify"][str(c)] = stats
         answers[c] = bodies
@@ -315,6 +319,8 @@ def summarize(result: dict[str, Any], firsts: list, first_rule: list[str], concu
     c0 = concurrency[0]
     our_labels = labels_of("softprompt", ours["_answers"][c0], firsts)
     for name, rec in systems.items():
+        if not rec["classify"]:
+            continue
         labels = labels_of("softprompt" if name == "softprompt" else "vllm", rec["_answers"][c0], firsts)
         rec["label_agreement_with_softprompt"] = agreement(labels, our_labels)
         rec["label_agreement_with_softprompt_first_token_rule"] = agreement(labels, first_rule)
@@ -330,6 +336,16 @@ def summarize(result: dict[str, Any], firsts: list, first_rule: list[str], concu
     if "_texts" in ours and "_texts" in theirs:
         same = [a == b for a, b in zip(ours["_texts"][c0], theirs["_texts"][c0], strict=True)]
         result["generation_identical_texts"] = f"{sum(same)}/{len(same)}"
+    static = systems.get("softprompt_static_batching")
+    if static:  # the same server with static micro-batches: what continuous batching gains, same run
+        result["continuous_over_static_generate"] = {
+            c: round(ours["generate"][c]["tokens_per_s"] / static["generate"][c]["tokens_per_s"], 2)
+            for c in ours["generate"]}
+        result["static_over_vllm_generate"] = {
+            c: round(static["generate"][c]["tokens_per_s"] / theirs["generate"][c]["tokens_per_s"], 2)
+            for c in static["generate"]}
+        texts = [a == b for c in ours["_texts"] for a, b in zip(ours["_texts"][c], static["_texts"][c], strict=True)]
+        result["continuous_vs_static_identical_texts"] = f"{sum(texts)}/{len(texts)}"
     for rec in systems.values():
         rec.pop("_answers", None)
         rec.pop("_texts", None)
@@ -405,16 +421,17 @@ def main() -> None:
         firsts, first_rule = first_tokens(fm, prompts, stream, words)
         model_dir = fm.model.config.name_or_path
         del fm
-        plan = [("softprompt", lambda: start_ours(work / "prompts", work), True),
-                ("vllm_prefix_on", lambda: start_vllm(model_dir, dtype, True, work), True),
-                ("vllm_prefix_off", lambda: start_vllm(model_dir, dtype, False, work), False)]
-        for name, start, generation in plan:
+        plan = [("softprompt", lambda: start_ours(work / "prompts", work), True, True),
+                ("softprompt_static_batching", lambda: start_ours(work / "prompts", work, continuous=False), True, False),
+                ("vllm_prefix_on", lambda: start_vllm(model_dir, dtype, True, work), True, True),
+                ("vllm_prefix_off", lambda: start_vllm(model_dir, dtype, False, work), False, True)]
+        for name, start, generation, classification in plan:
             print(f"[{name}] starting ...", file=sys.stderr, flush=True)
             server = start()
             try:
-                kind = "softprompt" if name == "softprompt" else "vllm"
+                kind = "softprompt" if name.startswith("softprompt") else "vllm"
                 result["systems"][name] = run_system(server, kind, args, stream, gen, lengths, embeds, gen_embeds,
-                                                     firsts, generation)
+                                                     firsts, generation, classification)
             finally:
                 server.stop()
         summarize(result, firsts, first_rule, args.concurrency)

@@ -102,6 +102,15 @@ def test_one_token_choices_share_one_row_and_the_rank_loss_is_unchanged():
     assert len(long.choices) == 2 and all(c.read_ids is None for c in long.choices)
 
 
+def test_targets_end_in_eos_unless_target_eos_is_off():
+    fm = tiny_causal()
+    example = [choice_example("the movie", ["the", "wonderful actors"], 1)]
+    (with_eos,) = encode_rows(fm, example, TrainConfig(task="sst2"))
+    (without,) = encode_rows(fm, example, TrainConfig(task="sst2", target_eos=False))
+    assert with_eos.gold.target_ids == [*without.gold.target_ids, fm.tokenizer.eos_token_id]
+    assert without.gold.target_ids and fm.tokenizer.eos_token_id not in without.gold.target_ids
+
+
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     fm = tiny_causal()
     good = train(config(tmp_path, steps=2, eval_every=2), fm=fm, progress=False)

@@ -329,6 +329,9 @@ def serve(
     read_timeout_s: Annotated[float, typer.Option(min=0.001, help="A request's head, then its body, must arrive "
                                                   "within this; else 408.")] = 30.0,
     reload_interval_s: Annotated[float, typer.Option(min=0, help="Rescan --prompts this often (0: only on GET /v1/tasks).")] = 2.0,
+    continuous_batching: Annotated[bool, typer.Option(help="Generation requests join and leave a running batch "
+                                                      "between decode steps (--no-continuous-batching: static "
+                                                      "micro-batches).")] = True,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
 ) -> None:
     """Serve every prompt in a directory over HTTP, on one frozen model (docs at /docs).
@@ -343,8 +346,8 @@ def serve(
     run(model, prompts, host, port, ServeSettings(
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_input_tokens=max_input_tokens,
         max_inputs=max_inputs, max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens,
-        queue_timeout_s=queue_timeout_s, reload_interval_s=reload_interval_s, read_timeout_s=read_timeout_s),
-        log_level=log_level)
+        queue_timeout_s=queue_timeout_s, reload_interval_s=reload_interval_s, read_timeout_s=read_timeout_s,
+        continuous_batching=continuous_batching), log_level=log_level)
 
 
 @app.command("export-vllm")

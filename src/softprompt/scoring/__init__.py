@@ -9,6 +9,7 @@
     packed.py   every choice of many inputs in packed rows on cached prefixes
     router.py   the one decision: context check, then the path (target_logprobs, score_encoded, score_choices)
     decode.py   the one greedy decoder (generate, generate_ids)
+    continuous.py  a running decode batch that requests join and leave between steps (serving's scheduler)
 """
 
 from softprompt.scoring.decode import generate, generate_ids

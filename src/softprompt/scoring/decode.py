@@ -108,7 +108,7 @@ def generate_ids(
         # the whole padded batch, generated tokens included, fits inside it.
         if all(s is not None for s in states) and fits_window(
                 fm, max(s.length for s in states) + max(len(bare[i]) for i in chunk) + max(limits[i] for i in chunk), 0, 0):
-            tokens = _greedy(fm, *_fill_cached(fm, [bare[i] for i in chunk], states), [limits[i] for i in chunk],
+            tokens = _greedy(fm, *fill_cached(fm, [bare[i] for i in chunk], states), [limits[i] for i in chunk],
                              stop, [watch[i] for i in chunk])
             for i, t in zip(chunk, tokens, strict=True):
                 out[i] = t
@@ -166,7 +166,7 @@ def _fill_plain(fm: FrozenModel, ids: list[list[int]], prompts: list[torch.Tenso
     return hidden, cache, att.attention_mask, att.position_ids[:, -1] + 1
 
 
-def _fill_cached(fm: FrozenModel, ids: list[list[int]], states: list[PrefixState]) -> Filled:
+def fill_cached(fm: FrozenModel, ids: list[list[int]], states: list[PrefixState]) -> Filled:
     """Inputs (without BOS: it is in the prefix) on their stacked prefix states (layout.py), one forward."""
     tokens, mask, positions = generate_layout(ids, [s.length for s in states], fm.tokenizer.pad_token_id)
     cache, prefix_mask = padded_prefix_cache(fm, states)
@@ -193,10 +193,7 @@ def _greedy(
         next_ids = logits.argmax(dim=-1)  # [B]
         for b, tok in enumerate(next_ids.tolist()):
             if not done[b]:
-                generated[b].append(tok)
-                done[b] = generation_stopped(fm, generated[b], stop) or len(generated[b]) >= limits[b]
-                if watch[b] is not None:  # after the built-in checks: a watcher sees EOS too, then it stops
-                    done[b] = _notify(watch[b], logits[b], tok) or done[b]
+                done[b] = take_token(fm, generated[b], tok, limits[b], stop, watch[b], logits[b])
         if all(done):
             break
         attention = torch.cat([attention, attention.new_ones(len(limits), 1)], dim=1)
@@ -204,6 +201,18 @@ def _greedy(
                                 position_ids=next_pos[:, None], cache=cache, use_cache=True).last_hidden_state[:, -1]
         next_pos = next_pos + 1
     return [trim_at_eos(fm, g) for g in generated] if stop.eos else generated
+
+
+def take_token(
+    fm: FrozenModel, tokens: list[int], token: int, limit: int, stop: StopRule, watcher: Watcher | None,
+    logits: torch.Tensor,
+) -> bool:
+    """Append one example's chosen `token` (its step's logits [V]) to `tokens`; whether the example is done."""
+    tokens.append(token)
+    done = generation_stopped(fm, tokens, stop) or len(tokens) >= limit
+    if watcher is not None:  # after the built-in checks: a watcher sees EOS too, then it stops
+        done = _notify(watcher, logits, token) or done
+    return done
 
 
 def _notify(watcher: Watcher, logits: torch.Tensor, token: int) -> bool:

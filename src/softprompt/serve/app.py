@@ -98,6 +98,9 @@ class ServeSettings:
     """Rescan the prompts directory this often (0: only on GET /v1/tasks)."""
     read_timeout_s: float = 30.0
     """A request's head, and then its body, must arrive within this; else 408 (slow clients are not held)."""
+    continuous_batching: bool = True
+    """Generation joins and leaves a running batch between decode steps (serve/batcher.py); False: static
+    micro-batches, each decoded to its longest request."""
 
     def __post_init__(self) -> None:
         positive = ("max_batch_size", "max_input_tokens", "max_inputs", "max_body_bytes", "max_new_tokens",
@@ -120,7 +123,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     settings = settings or ServeSettings()
     batcher = Batcher(engine, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
                       queue_timeout_s=settings.queue_timeout_s, max_queued=settings.max_queued,
-                      check=_job_check(engine, settings))
+                      check=_job_check(engine, settings), continuous=settings.continuous_batching)
     reload = _reloader(engine, batcher)
     limits = "\n".join(f"- `{k}` = {v}" for k, v in asdict(settings).items())
     app = FastAPI(title="softprompt", version=__version__, lifespan=_lifespan(engine, batcher, settings, reload),

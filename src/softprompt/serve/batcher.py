@@ -16,6 +16,12 @@
   `max_queued` examples waiting fail new jobs at once with `QueueFull` (also 503): back-pressure, not OOM.
 - One bad job never fails its neighbours: when a mixed engine call raises, its jobs are retried one by one
   and only the culprit gets the error.
+- Generation is batched continuously (`continuous=True`, the default; `scoring.continuous`): the worker
+  decodes one token for every running request a step and, between steps, takes newly queued generate jobs
+  into the running batch (up to `max_batch_size` requests) and runs classify jobs that have waited
+  `max_wait_ms`, so an arrival starts at the next step instead of after the whole batch, and a request
+  leaves as soon as it is done. Requests the engine cannot run that way (no prompt, Gemma's windowed
+  attention, seq2seq) take the static path.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from softprompt.errors import SoftpromptError
+from softprompt.scoring.continuous import DecodeRow, RunningBatch
 from softprompt.serve.engine import ClassifyRequest, Engine, GenerateRequest
 
 log = logging.getLogger("softprompt.serve")
@@ -77,11 +84,12 @@ class Batcher:
         max_queued: examples allowed to wait; beyond it, submit raises QueueFull at once.
         check: called on the worker thread for every job before its batch runs (e.g. token limits,
             unknown tasks); an exception it raises becomes that job's error only.
+        continuous: batch generation continuously (see the module docstring); False: static micro-batches.
     """
 
     def __init__(
         self, engine: Engine, *, max_batch_size: int = 16, max_wait_ms: float = 10.0, queue_timeout_s: float = 30.0,
-        max_queued: int = 4096, check: Callable[[Job], None] | None = None,
+        max_queued: int = 4096, check: Callable[[Job], None] | None = None, continuous: bool = True,
     ) -> None:
         if max_batch_size < 1 or max_wait_ms < 0 or queue_timeout_s <= 0 or max_queued < 1:
             raise ValueError(f"bad batcher settings: max_batch_size={max_batch_size}, max_wait_ms={max_wait_ms}, "
@@ -92,11 +100,13 @@ class Batcher:
         self.queue_timeout_s = queue_timeout_s
         self.max_queued = max_queued
         self.check = check
+        self.continuous = continuous
         self.stats = BatchStats()
         self._pending: deque[Job] = deque()
         self._queued = 0  # examples in _pending
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._stopping = False  # the worker stops taking jobs from the queue (stop() is waiting for it)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="softprompt-engine")
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -108,6 +118,7 @@ class Batcher:
 
     async def stop(self) -> None:
         """Stop taking batches, fail what is still queued, let the running batch finish."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             try:
@@ -179,7 +190,7 @@ class Batcher:
             for job in jobs:
                 job.started = True
             try:
-                results = await loop.run_in_executor(self._executor, self._run, jobs)
+                results = await loop.run_in_executor(self._executor, self._run, jobs, loop)
             except Exception as err:  # noqa: BLE001 — never let the loop die; the jobs get the error
                 log.exception("batch failed")
                 results = [err] * len(jobs)
@@ -224,8 +235,9 @@ class Batcher:
 
     # ------------------------------------------------------------------------------------------ worker thread
 
-    def _run(self, jobs: list[Job]) -> list[Any]:
-        """On the worker thread: check each job, then one engine call per kind over all good jobs."""
+    def _run(self, jobs: list[Job], loop: asyncio.AbstractEventLoop | None = None) -> list[Any]:
+        """On the worker thread: check each job, then one engine call per kind over all good jobs (generation:
+        the continuous decoder when on and `loop` is given; it settles jobs itself as they finish)."""
         results: list[Any] = [None] * len(jobs)
         good: dict[Kind, list[int]] = {"classify": [], "generate": []}
         for i, job in enumerate(jobs):
@@ -236,24 +248,148 @@ class Batcher:
             except Exception as err:  # noqa: BLE001 — the job's own error, answered as 4xx by the app
                 results[i] = err
         for kind, idx in good.items():
-            if not idx:
-                continue
-            run = self.engine.classify if kind == "classify" else self.engine.generate
-            try:
-                outputs = run([item for i in idx for item in jobs[i].items])
-            except Exception:  # noqa: BLE001 — find the culprit: one job at a time
-                for i in idx:
-                    try:
-                        results[i] = run(jobs[i].items)
-                    except Exception as err:  # noqa: BLE001
-                        results[i] = err
-                continue
-            start = 0
+            if kind == "generate" and idx and self.continuous and loop is not None:
+                for i, result in zip(idx, self._decode([jobs[i] for i in idx], loop), strict=True):
+                    results[i] = result
+            elif idx:
+                self._static(kind, jobs, idx, results)
+        self._count(sum(len(j.items) for j in jobs))
+        return results
+
+    def _static(self, kind: Kind, jobs: list[Job], idx: list[int], results: list[Any]) -> None:
+        """One engine call over jobs `idx` of one kind; when it raises, one call per job (the culprit's error)."""
+        run = self.engine.classify if kind == "classify" else self.engine.generate
+        try:
+            outputs = run([item for i in idx for item in jobs[i].items])
+        except Exception:  # noqa: BLE001 — find the culprit: one job at a time
             for i in idx:
-                results[i] = outputs[start: start + len(jobs[i].items)]
-                start += len(jobs[i].items)
-        size = sum(len(j.items) for j in jobs)
+                try:
+                    results[i] = run(jobs[i].items)
+                except Exception as err:  # noqa: BLE001
+                    results[i] = err
+            return
+        start = 0
+        for i in idx:
+            results[i] = outputs[start: start + len(jobs[i].items)]
+            start += len(jobs[i].items)
+
+    def _count(self, size: int) -> None:
         self.stats.batches += 1
         self.stats.examples += size
         self.stats.largest = max(self.stats.largest, size)
-        return results
+
+    # ------------------------------------------------------------------------------------------ continuous decoding
+
+    def _decode(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> list[Any]:
+        """Decode `jobs` in one running batch that takes newly queued generate jobs between steps (and runs
+        classify jobs that are due); returns `jobs`' results. Jobs taken from the queue are settled as they
+        finish; the ones given are returned (the batch loop settles them) but also settled as they finish."""
+        batch, results = RunningBatch(self.engine.fm), [None] * len(jobs)
+        waiting: deque[tuple[Job, int | None]] = deque((job, k) for k, job in enumerate(jobs))
+        while True:
+            while waiting and (not len(batch) or len(batch) + len(waiting[0][0].items) <= self.max_batch_size):
+                job, k = waiting.popleft()
+                self._admit(batch, job, k, results, loop)
+            if not len(batch) and not waiting:
+                return results
+            try:
+                batch.step()
+            except Exception as err:  # noqa: BLE001 — the running jobs get the error; the worker goes on
+                log.exception("decode step failed")
+                for row in batch.rows:
+                    if row.on_done is not None:
+                        row.on_done(err)  # type: ignore[arg-type]
+                batch = RunningBatch(self.engine.fm)
+            if not self._stopping:  # between two steps: arrivals that fit, and classify jobs that are due
+                room = self.max_batch_size - len(batch) - sum(len(j.items) for j, _ in waiting)
+                fresh, due = self._pull(loop, max(0, room))
+                waiting.extend((job, None) for job in fresh)
+                if due:  # classify jobs that waited max_wait_ms run now, not after the whole decode
+                    for job, result in zip(due, self._run(due), strict=True):
+                        self._settle(loop, job, result)
+
+    def _admit(self, batch: RunningBatch, job: Job, k: int | None, results: list[Any],
+               loop: asyncio.AbstractEventLoop) -> None:
+        """Put one job's requests into the running batch (or run it statically where the engine says so);
+        its future is settled when its last request finishes (result k of the given jobs, if it is one)."""
+        texts: list[Any] = [None] * len(job.items)
+        left = [len(job.items)]
+
+        def done(i: int, tokens: list[int] | BaseException) -> None:
+            texts[i] = tokens if isinstance(tokens, BaseException) else self.engine.text(tokens)
+            left[0] -= 1
+            if left[0] == 0:
+                error = next((t for t in texts if isinstance(t, BaseException)), None)
+                result = error if error is not None else texts
+                if k is not None:
+                    results[k] = result
+                self._settle(loop, job, result)
+
+        try:
+            if k is None and self.check is not None:  # taken from the queue: not checked yet
+                self.check(job)
+            rows: list[DecodeRow] | None = self.engine.decode_rows(job.items, done)
+            if rows is None:
+                out: list[Any] = [None]
+                self._static("generate", [job], [0], out)
+                if k is not None:
+                    results[k] = out[0]
+                self._settle(loop, job, out[0])
+                return
+            batch.admit(rows)
+        except Exception as err:  # noqa: BLE001 — this job's own error (4xx), its neighbours go on
+            if k is not None:
+                results[k] = err
+            self._settle(loop, job, err)
+            return
+        if k is None:
+            self._count(len(job.items))
+
+    def _pull(self, loop: asyncio.AbstractEventLoop, room: int) -> tuple[list[Job], list[Job]]:
+        """From the worker thread: queued generate jobs that fit `room`, and classify jobs that are due."""
+        try:
+            return asyncio.run_coroutine_threadsafe(self._take(room), loop).result(timeout=5.0)
+        except Exception:  # noqa: BLE001 — the loop is closing or busy: no new work this step
+            return [], []
+
+    async def _take(self, room: int) -> tuple[list[Job], list[Job]]:
+        """On the event loop: take generate jobs (whole, up to `room` requests) and due classify jobs (up to
+        `max_batch_size` examples) out of the queue; expired and abandoned jobs are dropped as usual."""
+        now, fresh, due, size, examples = time.monotonic(), [], [], 0, 0
+        for job in list(self._pending):
+            if job.abandoned or job.future.done():
+                self._drop(job)
+            elif now - job.enqueued > self.queue_timeout_s:
+                self._drop(job)
+                job.future.set_exception(QueueTimeout(
+                    f"request waited more than queue_timeout_s={self.queue_timeout_s:g} s in the queue"))
+            elif job.kind == "generate" and size + len(job.items) <= room:
+                fresh.append(job)
+                size += len(job.items)
+            elif (job.kind == "classify" and now - job.enqueued >= self.max_wait_s
+                  and (not due or examples + len(job.items) <= self.max_batch_size)):
+                due.append(job)
+                examples += len(job.items)
+        for job in fresh + due:
+            self._drop(job)
+            job.started = True
+        return fresh, due
+
+    def _drop(self, job: Job) -> None:
+        """Take `job` out of the queue (event loop only)."""
+        self._pending.remove(job)
+        self._queued -= len(job.items)
+
+    @staticmethod
+    def _settle(loop: asyncio.AbstractEventLoop, job: Job, result: Any) -> None:
+        """From the worker thread: give `job` its result (or error) on the event loop, unless it has one."""
+        def settle() -> None:
+            if not job.future.done():
+                if isinstance(result, BaseException):
+                    job.future.set_exception(result)
+                else:
+                    job.future.set_result(result)
+        try:
+            loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop is closed: nobody waits for the answer any more
+            pass

@@ -15,7 +15,7 @@ the input's tokens, whatever P is.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,9 @@ from softprompt.scoring import (
     strip_bos,
     with_bos,
 )
-from softprompt.scoring.decode import Watcher
+from softprompt.scoring.continuous import DecodeRow, RunningBatch
+from softprompt.scoring.decode import StopRule, Watcher
+from softprompt.scoring.router import check_context
 
 
 class EngineError(UsageError):
@@ -257,7 +259,7 @@ class Engine:
         reqs = [r if isinstance(r, GenerateRequest) else GenerateRequest(*r) for r in requests]
         if not stop_at_newline:
             reqs = [GenerateRequest(r.task, r.text, r.max_new_tokens, False, r.watcher) for r in reqs]
-        return [self.fm.tokenizer.decode(t, skip_special_tokens=True).strip() for t in self.generate_tokens(reqs)]
+        return [self.text(t) for t in self.generate_tokens(reqs)]
 
     @torch.no_grad()
     def generate_tokens(self, requests: Sequence[GenerateRequest]) -> list[list[int]]:
@@ -275,6 +277,31 @@ class Engine:
             for i, t in zip(idx, tokens, strict=True):
                 out[i] = t
         return out
+
+    def decode_rows(
+        self, requests: Sequence[GenerateRequest], on_done: Callable[[int, list[int]], None]
+    ) -> list[DecodeRow] | None:
+        """The requests as rows of a continuous batch (`scoring.continuous`, driven by serve/batcher.py), on the
+        registry's cached prefixes; `on_done(k, tokens)` when request k finishes. None where they must take
+        the static decoder (`generate_tokens`) instead: a request without a prompt, a seq2seq model or one
+        with an attention window, an input whose BOS cannot sit in the prefix."""
+        if not RunningBatch.supports(self.fm) or any(r.task is None for r in requests):
+            return None
+        entries = self._entries
+        prompts = [self._entry(entries, r.task).prompt for r in requests]
+        ids = [with_bos(self.fm, self._input_ids(r.text)) for r in requests]
+        check_context(self.fm, [p.length for p in prompts], [len(x) for x in ids], [r.max_new_tokens for r in requests],
+                      "new")
+        bare = [strip_bos(self.fm, x) for x in ids]
+        if self.fm.adds_bos and any(len(b) == len(x) for b, x in zip(bare, ids, strict=True)):
+            return None
+        return [DecodeRow(b, self._prefixes.get(p), r.max_new_tokens, StopRule(r.stop_at_newline, r.stop_at_eos),
+                          r.watcher, on_done=lambda tokens, k=k: on_done(k, tokens))
+                for k, (r, p, b) in enumerate(zip(requests, prompts, bare, strict=True))]
+
+    def text(self, tokens: list[int]) -> str:
+        """Generated tokens as the answer text `generate` gives."""
+        return self.fm.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
     def input_tokens(self, text: str) -> int:
         """Tokens of `text` as a request's input (BOS included when the tokenizer adds it, after cutting)."""

@@ -108,6 +108,10 @@ class TrainConfig:
     """Optimizer steps."""
     loss: Loss = Loss.CE
     """ce (paper) or rank (softmax over the label words only)."""
+    target_eos: bool = True
+    """Targets end in EOS, so generation learns to stop. Rank classification never reads the EOS term
+    (choices are scored without it), so a classification-only prompt may drop it (--no-target-eos): every
+    step then learns only what the scorer reads."""
     target_sentinel: bool = False
     """For span-corruption seq2seq checkpoints (T5 1.1 style): targets become "<extra_id_0> label" so the
     model's pretraining output format is kept (the paper's "span corruption + sentinel"). Decoder-only

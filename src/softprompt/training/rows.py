@@ -29,12 +29,12 @@ class Row:
 
 
 def encode_rows(fm: FrozenModel, examples: list[Any], cfg: TrainConfig) -> list[Row]:
-    """Tokenize every training example once (targets end in EOS so generation learns to stop; with
-    `target_sentinel` they start with "<extra_id_0> ", see objectives.py)."""
+    """Tokenize every training example once (targets end in EOS so generation learns to stop, unless
+    `target_eos` is off; with `target_sentinel` they start with "<extra_id_0> ", see objectives.py)."""
     prefix = target_prefix(fm, cfg.target_sentinel)
     rows = []
     for ex in examples:
-        gold = encode_pair(fm, ex.input_text, prefix + ex.target_text, append_eos=True)
+        gold = encode_pair(fm, ex.input_text, prefix + ex.target_text, append_eos=cfg.target_eos)
         gold.input_ids = cut_input(gold.input_ids, cfg.max_input_tokens)
         choices = []
         if cfg.loss is Loss.RANK:
