@@ -1,5 +1,5 @@
 """Merge several `time_to_accuracy.py --out` files into one (a long study runs in pieces: per task, or a system
-rerun after a fix). A later file's run of a system replaces an earlier one; every run keeps the command and date
+rerun after a fix). An input may itself be an earlier merge. A later file's run of a system replaces an earlier one; every run keeps the command and date
 that produced it, the comparisons (`ours_minus_*_pp`, `time_to_peft30_ratio`) are recomputed and each task's PNG redrawn.
 
     python benchmarks/merge_time_to_accuracy.py benchmarks/results/time_to_accuracy.json a.json b.json ...
@@ -22,6 +22,12 @@ def merge(files: list[Path]) -> dict[str, Any]:
     for path in files:
         data = json.loads(path.read_text())
         out |= {k: data[k] for k in ("benchmark", "threads", "validation", "peft_documented")}
+        if "sources" in data:  # an earlier merge: its runs keep their own source and date
+            out["machine"] = data["machine"]
+            out["sources"] += data["sources"]
+            for task, entry in data["tasks"].items():
+                out["tasks"].setdefault(task, {"runs": {}})["runs"].update(entry["runs"])
+            continue
         out["machine"] = {k: v for k, v in data["machine"].items() if k != "gemm_2048_peak"}
         out["sources"].append({k: data.get(k) for k in ("command", "date", "wall_seconds", "checkpoint_minutes")}
                               | {"gemm_2048_peak": data["machine"]["gemm_2048_peak"]})

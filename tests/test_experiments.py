@@ -68,7 +68,12 @@ def test_repository_studies_expand():
     studies = load_studies(REPO_STUDIES)
     assert set(studies) == {"methods", "length", "init", "transfer", "ensemble", "interpret", "cost"}
     full = select(studies, ["all"])
-    assert len({v.id for v in full if v.study == "methods"}) == 7 * (3 + 3 + 1) * 2 + 2 * (3 + 3 + 1)
+    # 8 tasks x 2 models x (PT 3 seeds + zero-shot + majority + few-shot 3 draws + MT 3 lrs x 3 seeds), and
+    # MultiRC / WSC on one model.
+    assert len({v.id for v in full if v.study == "methods"}) == 8 * 2 * (3 + 2 + 3 + 9) + 2 * (3 + 2 + 3 + 9)
+    assert all(v.budget.get("select_n") and not v.budget.get("max_minutes") for v in full if v.kind is not Kind.COST)
+    banking = [v for v in full if v.task == "banking77"]
+    assert banking and all(v.task_file and v.task_file.endswith("examples/banking77.yaml") for v in banking)
     quick = select(studies, ["all"], quick=True)
     assert {v.model for v in quick} == {"default"} and all(v.budget.get("steps", 2) == 2 for v in quick)
 
@@ -179,3 +184,47 @@ def test_cli_lists_and_reports_bad_names_in_one_line(tmp_path):
     assert "todo  alpha/tiny__sst2__zero-shot" in listed.stdout and "0 of 1 variants done" in listed.stdout
     bad = subprocess.run(cmd + ["run", "nope", "--dir", str(root)], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown study nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+V2_BUDGET = ("{steps: 2, batch_size: 4, eval_every: 1, select_n: 12, report_limit: 16, lr_model_tuning: 1.0e-3, "
+             "recipe: default}")
+
+
+def test_v2_protocol_selects_on_a_train_hold_out_and_reports_once_with_per_example_scores(tmp_path):
+    from softprompt.experiments import protocol
+    from softprompt.tasks import get_task
+
+    root = tmp_path / "experiments"
+    (root / "studies").mkdir(parents=True)
+    (root / "studies" / "v2.yaml").write_text(
+        f"study: v2\nmodels: [tiny]\nbudget: {V2_BUDGET}\ninstructions: {{sst2: 'Sentiment?'}}\nvariants:\n"
+        "  - {task: sst2, prompt_length: 4, method: [prompt-tuning, model-tuning, zero-shot, few-shot, majority], "
+        "shots: 1}\n")
+    variants = select(load_studies(root / "studies"), ["v2"])
+    assert all(protocol.is_v2(v) for v in variants)
+    sp = protocol.splits(get_task("sst2"), str(TINY_DATA), variants[0].budget)
+    assert len(sp.select) == 12 and len(sp.report) == 16 and sp.report_split == "validation"
+    assert not {e.input_text for e in sp.select} & {e.input_text for e in sp.train}  # held out of training
+    summary = run_variants(variants, ResultPaths(root), data_dir=str(TINY_DATA), loader=tiny_loader, log=lambda _: None)
+    assert len(summary.done) == 5 and not summary.failed, summary.failed
+    for v in variants:
+        result = json.loads((root / "results" / "v2" / f"{v.id}.json").read_text())
+        m = result["metrics"]
+        assert m["split"] == "validation" and m["examples"] == 16 and m["selected_on"] == "train (hash hold-out)"
+        assert len(m["per_example"]) == 16 and set(m["per_example"]) <= {0.0, 1.0}
+        assert sum(m["per_example"]) / 16 == pytest.approx(m["main"])  # the scores add up to the metric
+        if v.kind in (Kind.PROMPT_TUNING, Kind.MODEL_TUNING):
+            assert 0.0 <= result["selection"] <= 1.0 and result["steps"] == 2
+            assert [step for step, _ in result["curve"]] == [1, 2]  # the learning curve on the selection split
+
+
+def test_v2_protocol_reports_a_task_file_on_a_hash_drawn_test_subset(tmp_path, real_data):
+    from softprompt.experiments import protocol
+    from softprompt.tasks import load_task_file
+
+    task = load_task_file(Path(__file__).resolve().parents[1] / "examples" / "banking77.yaml")
+    sp = protocol.splits(task, str(real_data), {"select_n": 50, "report_limit": 300})
+    assert sp.report_split == "test" and sp.select_from.startswith("validation") and len(sp.report) == 300
+    # test.csv is sorted by intent: its first 300 rows hold 8 intents; a hash-drawn subset holds most of them.
+    assert len({e.target_text for e in sp.report}) > 60
+    assert not {e.input_text for e in sp.select} & {e.input_text for e in sp.train}

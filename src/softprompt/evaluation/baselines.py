@@ -37,11 +37,12 @@ CUE = ANSWER_CUE
 
 
 def draw_shots(task: Task, k: int, seed: int = 0, data_dir: str | Path | None = None,
-               split: str = "train") -> list[Example]:
-    """k labelled examples drawn without replacement from `split` with `random.Random(seed)`."""
+               split: str = "train", pool: Sequence[Example] | None = None) -> list[Example]:
+    """k labelled examples drawn without replacement from `split` (or from `pool`, e.g. train without a
+    held-out selection split) with `random.Random(seed)`."""
     if k <= 0:
         return []
-    pool = [ex for ex in task.examples(split, data_dir) if ex.target_text]
+    pool = [ex for ex in (task.examples(split, data_dir) if pool is None else pool) if ex.target_text]
     if len(pool) < k:
         raise TaskError(f"--shots {k}: task {task.name!r} has only {len(pool)} labelled {split} examples")
     return random.Random(seed).sample(pool, k)
@@ -69,10 +70,13 @@ def with_cue(text: str, cue: str) -> str:
     return text if text.endswith(cue) else text + cue
 
 
-def majority_index(task: Task, data_dir: str | Path | None = None, split: str = "train") -> int:
-    """The choice index most often gold in `split` (ties: the lower index): the majority-class baseline's
-    answer. For label-word tasks it indexes `task.label_words`; for COPA-style tasks, each example's choices."""
-    counts = Counter(ex.label for ex in task.examples(split, data_dir) if ex.label is not None)
+def majority_index(task: Task, data_dir: str | Path | None = None, split: str = "train",
+                   examples: Sequence[Example] | None = None) -> int:
+    """The choice index most often gold in `split` (or in `examples`; ties: the lower index): the majority-class
+    baseline's answer. For label-word tasks it indexes `task.label_words`; for COPA-style tasks, each example's
+    choices."""
+    source = task.examples(split, data_dir) if examples is None else examples
+    counts = Counter(ex.label for ex in source if ex.label is not None)
     if not counts:
         raise TaskError(f"task {task.name!r} has no labelled {split} examples with choices: no majority class")
     return max(sorted(counts), key=counts.__getitem__)

@@ -39,6 +39,28 @@ def list_command(
     typer.echo(f"{done} of {len(variants)} variants done")
 
 
+@app.command("plan")
+def plan_command(
+    studies: Annotated[list[str] | None, typer.Argument(help="Study names, or nothing / 'all' for every study.")] = None,
+    folder: DirOpt = DEFAULT_DIR,
+) -> None:
+    """Every variant with its status and estimated hours on this CPU kind, per-study and total hours left.
+
+    Estimates come from the results on disk measured on the same CPU kind (see experiments/plan.py).
+
+    Example: softprompt experiments plan methods
+    """
+    from softprompt.experiments.plan import Rates, plan_lines, read_results, this_cpu_kind
+    from softprompt.experiments.runner import ResultPaths, select, status
+    from softprompt.experiments.studies import load_studies
+
+    paths = ResultPaths(folder)
+    variants = select(load_studies(folder / "studies"), studies or ["all"])
+    rates = Rates.measure(read_results([folder / "results", folder / "archive"]))
+    for line in plan_lines(variants, [status(paths, v) for v in variants], rates, this_cpu_kind()):
+        typer.echo(line)
+
+
 @app.command("run")
 def run_command(
     studies: Annotated[list[str], typer.Argument(help="Study names (methods, length, init, transfer, ensemble, interpret, cost) or 'all'.")],

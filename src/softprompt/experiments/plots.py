@@ -39,9 +39,11 @@ def _save(fig: Any, ax: Any, path: Path, title: str, legend: bool) -> Path:
 def grouped_bars(
     path: Path, title: str, groups: Sequence[str], series: Mapping[str, Sequence[float | None]], ylabel: str,
     *, percent: bool = True, log: bool = False, legend: bool | None = None,
+    errors: Mapping[str, Sequence[float | None]] | None = None,
 ) -> Path:
     """One cluster of bars per group, one bar per series (missing values leave a gap); fractions shown as %.
 
+    `errors` (same shape as `series`): half-widths of 95% intervals, drawn as error bars (None: none).
     The legend is drawn when there are several series, unless `legend` says otherwise.
     """
     plt = _pyplot()
@@ -51,7 +53,9 @@ def grouped_bars(
     for i, (name, values) in enumerate(series.items()):
         xs = [g + (i - (n - 1) / 2) * width for g in range(len(groups))]
         ys = [math.nan if v is None else (100 * v if percent else v) for v in values]  # NaN: no bar
-        ax.bar(xs, ys, width, label=name)
+        half = (errors or {}).get(name)
+        yerr = None if half is None else [0.0 if e is None else (100 * e if percent else e) for e in half]
+        ax.bar(xs, ys, width, label=name, yerr=yerr, capsize=3 if yerr else 0)
     ax.set_xticks(range(len(groups)), list(groups), rotation=20 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
     ax.set_ylabel(ylabel)
     if log:
@@ -61,16 +65,20 @@ def grouped_bars(
 
 def lines(
     path: Path, title: str, series: Mapping[str, Mapping[float, float]], xlabel: str, ylabel: str,
-    *, percent: bool = True, logx: bool = True,
+    *, percent: bool = True, logx: bool = True, errors: Mapping[str, Mapping[float, float]] | None = None,
 ) -> Path:
-    """One line with markers per series (x -> y); x on a log axis labelled with the x values themselves."""
+    """One line with markers per series (x -> y); x on a log axis labelled with the x values themselves.
+    `errors`: series -> x -> half-width of the 95% interval, drawn as error bars."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ticks: set[float] = set()
     for name, points in series.items():
         xs = sorted(points)
         ticks.update(xs)
-        ax.plot(xs, [100 * points[x] if percent else points[x] for x in xs], marker="o", label=name)
+        scale = 100 if percent else 1
+        half = (errors or {}).get(name) or {}
+        ax.errorbar(xs, [scale * points[x] for x in xs], yerr=[scale * half.get(x, 0.0) for x in xs], marker="o",
+                    capsize=3, label=name)
     if logx:
         ax.set_xscale("log")
         ax.minorticks_off()  # only the lengths actually run are labelled

@@ -100,29 +100,34 @@ def _meta_lines(meta: dict[str, Any] | None, present: set[str]) -> list[str]:
 
 
 def _plan_lines(meta: dict[str, dict], loaded: Loaded) -> list[str]:
-    """How far the suite is, what it costs in all, and how each number was measured."""
+    """How far the suite is, and how each number was measured."""
     planned = [v for m in meta.values() for v in m.get("variants", [])]
     if not planned:
         return []
     have = {(s, r.get("variant")) for s, rs in loaded.studies.items() for r in rs}
     done = sum((study, v) in have for study, m in meta.items() for v in m.get("variants", []))
-    hours = sum(float(m.get("hours") or 0) for m in meta.values())
     return [
-        f"- Progress: {done} of {len(planned)} planned variants have results; the whole suite is planned at "
-        f"≈ {hours:.1f} h on this 2-core CPU (`make experiments`; finished variants are skipped, so it resumes).",
-        "- Protocol: a training run evaluates the first `eval_limit` validation examples every `eval_every` steps "
-        "and reports its best evaluation; there is no held-out test split at this scale, so trained figures carry "
-        "a small optimistic bias from picking the best of ≤ 3 evaluations. Baselines are evaluated once.",
+        f"- Progress: {done} of {len(planned)} planned variants have results (`softprompt experiments plan` lists "
+        "them with the hours each still needs on this CPU kind; `make experiments` runs them, skipping finished ones).",
+        "- Protocol (v2, `experiments/protocol.py`): budgets are optimizer steps, the same on every CPU kind; a training "
+        "run picks its best step on a selection split carved from train (BANKING77: its carved validation split) and "
+        "its prompt is scored once on the report split (dev; BANKING77 test), never selected on. Every trained cell "
+        "has 3 seeds; intervals are 95% (Student's t over seeds, or a bootstrap over examples for a single run); a "
+        "claim holds only where its interval excludes the opposite.",
     ]
 
 
 def _machine_line(results: list[dict]) -> str:
-    """Which CPU kind the results ran on: the 10-minute caps buy about half the steps in fp32 (no native bf16)."""
-    kinds = [(r.get("machine") or {}).get("cpu_bf16") for r in results]
-    bf16, fp32, unknown = kinds.count(True), kinds.count(False), sum(k is None for k in kinds)
-    return (f"- Machines: {bf16} results on a CPU with native bf16 (the model runs in bf16), {fp32} on an fp32-only "
-            f"(AVX2) CPU, {unknown} unrecorded (before the field existed; the sessions that ran them reported bf16 "
-            "CPUs). Wall-clock caps buy about half the steps on the fp32 kind; every result records its steps.")
+    """Compute by CPU kind: the same step budget takes about twice as long in fp32 (no native bf16)."""
+    seconds: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for r in results:
+        bf16 = (r.get("machine") or {}).get("cpu_bf16")
+        kind = "unrecorded" if bf16 is None else "bf16 CPU" if bf16 else "fp32-only (AVX2) CPU"
+        seconds[kind] = seconds.get(kind, 0.0) + float(r.get("wall_seconds") or 0)
+        counts[kind] = counts.get(kind, 0) + 1
+    parts = [f"{kind}: {counts[kind]} results, {fmt_hours(seconds[kind])}" for kind in sorted(counts)]
+    return "- Compute by CPU kind: " + ("; ".join(parts) if parts else "none") + "."
 
 
 def write_report(results_dir: Path, out_md: Path, plots_dir: Path, studies_meta: dict[str, dict] | None = None) -> Path:
@@ -167,8 +172,8 @@ def write_report(results_dir: Path, out_md: Path, plots_dir: Path, studies_meta:
         f"- Total compute: {fmt_hours(sum(float(r.get('wall_seconds') or 0) for r in own))}, the sum of wall_seconds "
         "(a result reused by another study counted once).",
         _machine_line(own),
-        "- Metrics: validation main metric per task as percentages with one decimal; differences in percentage points (pp); "
-        "repeated runs of one configuration (seeds) are averaged.",
+        "- Metrics: the report split's main metric per task as percentages with one decimal; differences in percentage "
+        "points (pp); a cell is the mean of its seeds, shown with the half-width of its 95% interval.",
         *_plan_lines(meta, loaded),
         *([f"- Result folders without a section: {', '.join(others)}."] if others else []), "",
         "## Summary of the paper's claims", "",

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from softprompt import __version__
+from softprompt.experiments import protocol
 from softprompt.experiments.studies import Kind, Study, Variant
 from softprompt.files import atomic_write
 from softprompt.model.frozen import FrozenModel
@@ -191,8 +192,10 @@ def _train_config(variant: Variant, out: Path, data_dir: str | None, method: str
 
     b, k = variant.budget, variant.knobs
     lr = k.get("lr") if k.get("lr") is not None else (b.get("lr_model_tuning") if method == "model-tuning" else None)
-    return TrainConfig(  # the studies test the paper's claims: its recipe, whatever train's default is
-        task=variant.task, model=variant.model, method=method, recipe="paper", prompt_length=k["prompt_length"], init=k["init"],
+    # v1 studies test the paper's claims with its recipe, whatever train's default is; a budget may name another.
+    task = {"task_file": variant.task_file} if variant.task_file else {"task": variant.task}
+    return TrainConfig(
+        **task, model=variant.model, method=method, recipe=b.get("recipe", "paper"), prompt_length=k["prompt_length"], init=k["init"],
         seed=k["seed"], lr=lr, steps=b.get("steps", 200), batch_size=b.get("batch_size", 16),
         eval_every=b.get("eval_every", 100), eval_limit=b.get("eval_limit", 300),
         eval_batch_size=b.get("eval_batch_size", 32), max_minutes=b.get("max_minutes"),
@@ -200,13 +203,16 @@ def _train_config(variant: Variant, out: Path, data_dir: str | None, method: str
     )
 
 
-def _train_once(cfg: Any, fm: FrozenModel | None) -> dict[str, Any]:
-    """Train into cfg.out unless it already finished there; resume a run that was cut off."""
+def _train_once(cfg: Any, fm: FrozenModel | None, sp: protocol.Splits | None = None,
+                task: Any = None) -> dict[str, Any]:
+    """Train into cfg.out unless it already finished there; resume a run that was cut off. With `sp` (v2),
+    train on its train split and pick the best step on its selection split."""
     from softprompt.training.loop import train
 
     run = RunDir(cfg.out)
     if not run.finished:
-        train(cfg, fm=fm, resume=run.checkpoint.is_file(), progress=False)
+        data = {"task": task, "train_examples": sp.train, "eval_examples": sp.select} if sp else {}
+        train(cfg, fm=fm, resume=run.checkpoint.is_file(), progress=False, **data)
     summary = json.loads(run.summary.read_text())
     # The CPU attention kernel the run trained with, from its own saved config (runs made before the
     # setting existed have none: they trained with whatever that commit's default was).
@@ -256,12 +262,19 @@ def run_prompt_tuning(variant: Variant, paths: ResultPaths, models: ModelCache, 
 
     fm = models.get(variant.model)
     run = RunDir(paths.runs / variant.train_id)  # shared by variants that differ only in their transfer targets
-    summary = _train_once(_train_config(variant, run.root, data_dir, "prompt-tuning"), fm)
+    v2 = _v2_splits(variant, data_dir)
+    summary = _train_once(_train_config(variant, run.root, data_dir, "prompt-tuning"), fm, *v2)
     prompt = SoftPrompt.load(run.best_prompt, model=fm)
     limit = variant.budget.get("eval_limit", 300)
     result: dict[str, Any] = {"steps": summary["steps_done"], "best_step": summary["best_step"],
-                              "train_attention": summary["attention"],
-                              "metrics": _in_domain(variant, run, summary, data_dir)}
+                              "train_attention": summary["attention"]}
+    if v2:
+        sp, task = v2
+        result["metrics"] = protocol.report(fm, task, sp, variant.budget.get("eval_batch_size", 32), prompt=prompt)
+        result["selection"] = protocol.selection_score(run.metrics, summary["best_step"], task.main_metric)
+        result["curve"] = protocol.selection_curve(run.metrics, task.main_metric)
+    else:
+        result["metrics"] = _in_domain(variant, run, summary, data_dir)
     if variant.eval_tasks:
         result["transfer"] = {t: _evaluate(fm, t, variant, data_dir, limit, prompt=prompt) for t in variant.eval_tasks}
     init = SoftPrompt.load(run.init_prompt, model=fm)
@@ -276,10 +289,19 @@ def run_model_tuning(variant: Variant, paths: ResultPaths, models: ModelCache, d
     # Model tuning changes the weights: it trains its own fp32 copy (bf16 would drop small updates), never
     # the shared frozen model; a finished run needs no model at all.
     trained = run.finished
-    summary = _train_once(cfg, None if trained else models.loader(variant.model, dtype="fp32"))
+    v2 = _v2_splits(variant, data_dir)
+    summary = _train_once(cfg, None if trained else models.loader(variant.model, dtype="fp32"), *v2)
     result: dict[str, Any] = {"steps": summary["steps_done"], "best_step": summary["best_step"],
-                              "train_attention": summary["attention"],
-                              "metrics": _in_domain(variant, run, summary, data_dir)}
+                              "train_attention": summary["attention"]}
+    if v2:
+        sp, task = v2
+        tuned = models.loader(str(run.model))  # the best checkpoint, scored once on the report split
+        result["metrics"] = protocol.report(tuned, task, sp, variant.budget.get("eval_batch_size", 32))
+        result["selection"] = protocol.selection_score(run.metrics, summary["best_step"], task.main_metric)
+        result["curve"] = protocol.selection_curve(run.metrics, task.main_metric)
+        del tuned
+    else:
+        result["metrics"] = _in_domain(variant, run, summary, data_dir)
     if variant.eval_tasks:
         tuned = models.loader(str(run.model))  # the best checkpoint, not the last weights
         limit = variant.budget.get("eval_limit", 300)
@@ -290,8 +312,18 @@ def run_model_tuning(variant: Variant, paths: ResultPaths, models: ModelCache, d
     return result
 
 
+def _v2_splits(variant: Variant, data_dir: str | None) -> tuple[protocol.Splits, Any] | tuple[()]:
+    """(splits, task) for a v2 variant (protocol.py), () for v1."""
+    if not protocol.is_v2(variant):
+        return ()
+    task = protocol.task_of(variant)
+    return protocol.splits(task, data_dir, variant.budget), task
+
+
 def run_zero_shot(variant: Variant, paths: ResultPaths, models: ModelCache, data_dir: str | None) -> dict[str, Any]:
     fm = models.get(variant.model)
+    if v2 := _v2_splits(variant, data_dir):
+        return {"metrics": protocol.report(fm, v2[1], v2[0], variant.budget.get("eval_batch_size", 32))}
     return {"metrics": _evaluate(fm, variant.task or "", variant, data_dir, variant.budget.get("eval_limit", 300))}
 
 
@@ -300,6 +332,11 @@ def run_few_shot(variant: Variant, paths: ResultPaths, models: ModelCache, data_
     from softprompt.tasks import get_task
 
     fm = models.get(variant.model)
+    if v2 := _v2_splits(variant, data_dir):
+        sp, task = v2
+        shots = draw_shots(task, variant.knobs["shots"], variant.knobs["seed"], pool=sp.train)
+        return {"metrics": protocol.report(fm, task, sp, variant.budget.get("eval_batch_size", 32),
+                                           instruction=variant.instruction, shots=shots)}
     shots = draw_shots(get_task(variant.task or ""), variant.knobs["shots"], variant.knobs["seed"], data_dir)
     limit = variant.budget.get("shots_eval_limit", variant.budget.get("eval_limit", 300))
     return {"metrics": _evaluate(fm, variant.task or "", variant, data_dir, limit, instruction=variant.instruction,
@@ -313,6 +350,12 @@ def run_majority(variant: Variant, paths: ResultPaths, models: ModelCache, data_
     from softprompt.evaluation.evaluate import answer_counts
     from softprompt.tasks import get_task
 
+    if v2 := _v2_splits(variant, data_dir):
+        sp, task = v2
+        predictions = majority_predictions(task, sp.report, majority_index(task, examples=sp.train))
+        answers = answer_counts(task, sp.report, predictions)
+        metrics = protocol.scored(task, sp, task.compute_metrics(predictions, sp.report), predictions, answers)
+        return {"metrics": metrics, "majority": next(iter(answers or {}), None)}
     task = get_task(variant.task or "")
     examples = task.examples("validation", data_dir, limit=variant.budget.get("eval_limit", 300))
     predictions = majority_predictions(task, examples, majority_index(task, data_dir))
@@ -330,14 +373,23 @@ def run_ensemble(variant: Variant, paths: ResultPaths, models: ModelCache, data_
     out = RunDir(paths.runs / variant.id)
     cfg = _train_config(variant, out.root, data_dir, "prompt-tuning")  # train_ensemble puts member i in out.member(i)
     members = [out.member(i) for i in range(variant.knobs["k"])]
-    if not all(m.finished for m in members):
-        train_ensemble(cfg, len(members), out.root, fm=fm, progress=False)
-    task = get_task(variant.task or "")
-    examples = task.examples("validation", data_dir, limit=variant.budget.get("eval_limit", 300))
+    if v2 := _v2_splits(variant, data_dir):
+        sp, task = v2  # members seed .. seed + k - 1, each picking its best step on the selection split
+        for i, member in enumerate(members):
+            _train_once(replace(cfg, seed=cfg.seed + i, out=str(member.root)), fm, sp, task)
+        examples = sp.report
+    else:
+        if not all(m.finished for m in members):
+            train_ensemble(cfg, len(members), out.root, fm=fm, progress=False)
+        task = get_task(variant.task or "")
+        examples = task.examples("validation", data_dir, limit=variant.budget.get("eval_limit", 300))
     prompts = [m.best_prompt for m in members]
     report = evaluate_ensemble(fm, task, examples, prompts, variant.budget.get("eval_batch_size", 32))
     steps = sum(json.loads(m.summary.read_text())["steps_done"] for m in members)
-    return {"steps": steps, "metrics": _metrics(task, report["majority_vote"], len(examples)), "ensemble": report}
+    metrics = _metrics(task, report["majority_vote"], len(examples))
+    if v2:
+        metrics.update(split=v2[0].report_split, selected_on=v2[0].select_from)
+    return {"steps": steps, "metrics": metrics, "ensemble": report}
 
 
 def run_cost(variant: Variant, paths: ResultPaths, models: ModelCache, data_dir: str | None) -> dict[str, Any]:

@@ -46,13 +46,15 @@ MODEL_LABELS = {"default": "SmolLM2-135M", "gemma-3-270m": "Gemma-3-270M"}
 # Knobs a variant may set, with their defaults (the paper's recipe where it has one).
 KNOBS: dict[str, Any] = {"prompt_length": 100, "init": "class-labels", "seed": 0, "shots": 4, "k": 5, "lr": None}
 GROUP_KEYS = {"task", "method", "models", "eval_tasks", *KNOBS}
-STUDY_KEYS = {"study", "title", "description", "models", "budget", "hours", "instructions", "variants"}
+STUDY_KEYS = {"study", "title", "description", "models", "budget", "hours", "instructions", "variants", "task_files"}
+# select_n / report_limit: the v2 protocol (protocol.py); recipe: the prompt-tuning recipe (paper or default).
 BUDGET_KEYS = {"steps", "batch_size", "eval_every", "eval_limit", "max_minutes", "train_limit", "lr_model_tuning",
-               "eval_batch_size", "shots_eval_limit"}
+               "eval_batch_size", "shots_eval_limit", "select_n", "report_limit", "recipe"}
 # Quick mode (CI smoke test): the same code paths on a sliver of the work. Its numbers are never reported.
 QUICK_BUDGET = {"steps": 2, "batch_size": 4, "eval_every": 0, "eval_limit": 8, "max_minutes": None,
                 "train_limit": 32, "shots_eval_limit": 8}
 QUICK_KNOBS = {"k": 2, "shots": 1}
+QUICK_V2 = {"select_n": 8, "report_limit": 8}
 
 
 class StudyError(UsageError):
@@ -72,6 +74,7 @@ class Variant:
     eval_tasks: tuple[str, ...] = ()
     instruction: str | None = None
     quick: bool = False
+    task_file: str | None = None  # the task file the study maps `task` to (None: a built-in task)
 
     @property
     def id(self) -> str:
@@ -102,6 +105,8 @@ class Variant:
     def fingerprint(self) -> str:
         """Hash of everything that determines the result (not the study): equal fingerprints may share results."""
         data = {"id": self.id, "budget": self.budget, "instruction": self.instruction, "quick": self.quick}
+        if self.task_file:  # only when set: fingerprints of built-in-task variants stay what they were
+            data["task_file"] = Path(self.task_file).name
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
@@ -122,6 +127,7 @@ class Study:
     hours: float | None
     instructions: dict[str, str]
     groups: list[dict[str, Any]] = field(default_factory=list)
+    task_files: dict[str, str] = field(default_factory=dict)  # task name -> task file (resolved path)
 
     def meta(self) -> dict[str, Any]:
         """What the report shows about the study (title, budget, planned hours, its variant ids)."""
@@ -131,6 +137,8 @@ class Study:
     def variants(self, quick: bool = False) -> list[Variant]:
         """Every variant of the study, in file order. Quick mode keeps each group's first task and model."""
         budget = {**self.budget, **(QUICK_BUDGET if quick else {})}
+        if quick and "select_n" in budget:  # the v2 protocol's splits, cut down like the rest
+            budget.update(QUICK_V2)
         out: list[Variant] = []
         for number, group in enumerate(self.groups, 1):
             where = f"{self.path}: variants[{number}]"
@@ -155,7 +163,8 @@ class Study:
                 knobs = dict(zip(axes, values, strict=True))
                 # Only prompt design reads the instruction: elsewhere it must not split otherwise equal variants.
                 instruction = self.instructions.get(task) if task and kind is Kind.FEW_SHOT else None
-                out.append(Variant(self.name, str(model), task, kind, knobs, budget, eval_tasks, instruction, quick))
+                out.append(Variant(self.name, str(model), task, kind, knobs, budget, eval_tasks, instruction, quick,
+                                   self.task_files.get(task) if task else None))
         seen: set[str] = set()
         return [v for v in out if not (v.id in seen or seen.add(v.id))]  # type: ignore[func-returns-value]
 
@@ -184,8 +193,23 @@ def load_study(path: str | Path) -> Study:
         name=str(data["study"]), path=path, title=str(data.get("title", data["study"])),
         description=str(data.get("description", "")).strip(), models=_as_list(data.get("models", ["default"])),
         budget=budget, hours=data.get("hours"), instructions=dict(data.get("instructions") or {}),
-        groups=list(data["variants"]),
+        groups=list(data["variants"]), task_files=_task_files(path, data.get("task_files")),
     )
+
+
+def _task_files(path: Path, mapping: Any) -> dict[str, str]:
+    """`task_files: {banking77: ../../examples/banking77.yaml}`: paths relative to the study file, checked."""
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise StudyError(f"{path}: task_files maps task names to task-file paths, e.g. {{banking77: ../../examples/banking77.yaml}}")
+    out = {}
+    for name, file in mapping.items():
+        resolved = (path.parent / str(file)).resolve()
+        if not resolved.is_file():
+            raise StudyError(f"{path}: task_files.{name}: no file {resolved}")
+        out[str(name)] = str(resolved)
+    return out
 
 
 def load_studies(folder: str | Path) -> dict[str, Study]:

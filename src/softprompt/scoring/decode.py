@@ -96,8 +96,7 @@ def generate_ids(
         raise ValueError("token watchers (stop strings, logprobs, streaming) need a decoder-only model")
     if fm.is_seq2seq or prefixes is None:
         return _plain(fm, ids, rows, limits, stop, size, list(range(len(ids))), out, watch)
-    bare = [strip_bos(fm, list(x)) for x in ids]
-    has_bos = [len(b) < len(x) or not fm.adds_bos for b, x in zip(bare, ids, strict=True)]
+    bare, has_bos = cached_inputs(fm, ids)
     # A group pays one forward per new token, and a decode step costs about one forward's fixed overhead
     # whatever its row count (its weights are read once for all rows): so the cost model charges every group
     # its decode steps too, which keeps mixed-length requests in fewer, wider groups despite more padding.
@@ -115,6 +114,14 @@ def generate_ids(
         else:
             _plain(fm, ids, rows, limits, stop, size, chunk, out, watch)
     return out
+
+
+def cached_inputs(fm: FrozenModel, ids: Sequence[list[int]]) -> tuple[list[list[int]], list[bool]]:
+    """Inputs as they run on a cached prompt prefix (which holds BOS + prompt): each without its BOS, and
+    whether it may run there — True when it had the BOS the prefix supplies, or the tokenizer adds none.
+    The one rule for the static decoder above and the continuous batch (serve/engine.py)."""
+    bare = [strip_bos(fm, list(x)) for x in ids]
+    return bare, [len(b) < len(x) or not fm.adds_bos for b, x in zip(bare, ids, strict=True)]
 
 
 def generation_stopped(fm: FrozenModel, tokens: list[int], stop: StopRule) -> bool:

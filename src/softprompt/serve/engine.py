@@ -35,7 +35,7 @@ from softprompt.scoring import (
     with_bos,
 )
 from softprompt.scoring.continuous import DecodeRow, RunningBatch
-from softprompt.scoring.decode import StopRule, Watcher
+from softprompt.scoring.decode import StopRule, Watcher, cached_inputs
 from softprompt.scoring.router import check_context
 
 
@@ -292,8 +292,8 @@ class Engine:
         ids = [with_bos(self.fm, self._input_ids(r.text)) for r in requests]
         check_context(self.fm, [p.length for p in prompts], [len(x) for x in ids], [r.max_new_tokens for r in requests],
                       "new")
-        bare = [strip_bos(self.fm, x) for x in ids]
-        if self.fm.adds_bos and any(len(b) == len(x) for b, x in zip(bare, ids, strict=True)):
+        bare, on_prefix = cached_inputs(self.fm, ids)
+        if not all(on_prefix):
             return None
         return [DecodeRow(b, self._prefixes.get(p), r.max_new_tokens, StopRule(r.stop_at_newline, r.stop_at_eos),
                           r.watcher, on_done=lambda tokens, k=k: on_done(k, tokens))

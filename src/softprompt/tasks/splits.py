@@ -111,3 +111,14 @@ def carvings_of(data: dict[Any, Any], file_splits: Iterable[str], error: ErrorAt
                                              "leave some for it (fractions must sum below 1)")
         carvings[str(split)] = (source, float(fraction), seed)
     return carvings
+
+
+def hold_out(examples: list[Any], n: int) -> tuple[list[Any], list[Any]]:
+    """(rest, held): the `n` examples with the smallest SHA-1 of their input and target text are held out
+    (a validation split carved from train for tasks whose validation split is the reported one). Stable
+    across runs and processes, disjoint from the rest; the order within each part is the hash order."""
+    def key(ex: Any) -> str:
+        return hashlib.sha1(f"{ex.input_text}\x00{ex.target_text}".encode()).hexdigest()
+
+    ranked = sorted(examples, key=key)
+    return ranked[n:], ranked[:n]
