@@ -68,9 +68,9 @@ def test_repository_studies_expand():
     studies = load_studies(REPO_STUDIES)
     assert set(studies) == {"methods", "length", "init", "transfer", "ensemble", "interpret", "cost"}
     full = select(studies, ["all"])
-    # 8 tasks x 2 models x (PT 3 seeds + zero-shot + majority + few-shot 3 draws + MT 3 lrs x 3 seeds), and
+    # 9 tasks x 2 models x (PT 3 seeds + zero-shot + majority + few-shot 3 draws + MT 3 lrs x 3 seeds), and
     # MultiRC / WSC on one model.
-    assert len({v.id for v in full if v.study == "methods"}) == 8 * 2 * (3 + 2 + 3 + 9) + 2 * (3 + 2 + 3 + 9)
+    assert len({v.id for v in full if v.study == "methods"}) == 9 * 2 * (3 + 2 + 3 + 9) + 2 * (3 + 2 + 3 + 9)
     assert all(v.budget.get("select_n") and not v.budget.get("max_minutes") for v in full if v.kind is not Kind.COST)
     banking = [v for v in full if v.task == "banking77"]
     assert banking and all(v.task_file and v.task_file.endswith("examples/banking77.yaml") for v in banking)
@@ -199,17 +199,20 @@ def test_v2_protocol_selects_on_a_train_hold_out_and_reports_once_with_per_examp
     (root / "studies" / "v2.yaml").write_text(
         f"study: v2\nmodels: [tiny]\nbudget: {V2_BUDGET}\ninstructions: {{sst2: 'Sentiment?'}}\nvariants:\n"
         "  - {task: sst2, prompt_length: 4, method: [prompt-tuning, model-tuning, zero-shot, few-shot, majority], "
-        "shots: 1}\n")
+        "shots: 1}\n  - {task: sst2, prompt_length: 4, method: ensemble, k: 2}\n")
     variants = select(load_studies(root / "studies"), ["v2"])
     assert all(protocol.is_v2(v) for v in variants)
     sp = protocol.splits(get_task("sst2"), str(TINY_DATA), variants[0].budget)
     assert len(sp.select) == 12 and len(sp.report) == 16 and sp.report_split == "validation"
     assert not {e.input_text for e in sp.select} & {e.input_text for e in sp.train}  # held out of training
     summary = run_variants(variants, ResultPaths(root), data_dir=str(TINY_DATA), loader=tiny_loader, log=lambda _: None)
-    assert len(summary.done) == 5 and not summary.failed, summary.failed
+    assert len(summary.done) == 6 and not summary.failed, summary.failed
     for v in variants:
         result = json.loads((root / "results" / "v2" / f"{v.id}.json").read_text())
         m = result["metrics"]
+        if v.kind is Kind.ENSEMBLE:  # members trained on the hold-out protocol, the vote scored on the report split
+            assert m["split"] == "validation" and result["ensemble"]["examples"] == 16 and result["steps"] == 4
+            continue
         assert m["split"] == "validation" and m["examples"] == 16 and m["selected_on"] == "train (hash hold-out)"
         assert len(m["per_example"]) == 16 and set(m["per_example"]) <= {0.0, 1.0}
         assert sum(m["per_example"]) / 16 == pytest.approx(m["main"])  # the scores add up to the metric

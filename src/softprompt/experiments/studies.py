@@ -154,9 +154,10 @@ class Study:
             if not tasks:
                 raise StudyError(f"{where}: give a task (or a list of tasks)")
             axes = {name: (_as_list(group[name]) if name in group else [default]) for name, default in KNOBS.items()}
-            if quick:
+            if quick:  # one model, task, seed and lr per group: the code paths, not the grid
                 models, tasks = models[:1], tasks[:1]
                 axes.update({name: [value] for name, value in QUICK_KNOBS.items()})
+                axes.update({name: axes[name][:1] for name in ("seed", "lr")})
             eval_tasks = tuple(_as_list(group.get("eval_tasks", [])))
             # Task-major order: a partly finished suite has complete rows (every method of a task) first.
             for model, task, kind, *values in itertools.product(models, tasks, kinds, *axes.values()):
