@@ -300,7 +300,11 @@ class Batcher:
                     if row.on_done is not None:
                         row.on_done(err)  # type: ignore[arg-type]
                 batch = RunningBatch(self.engine.fm)
-            if not self._stopping:  # between two steps: arrivals that fit, and classify jobs that are due
+            # Between two steps: arrivals that fit, and classify jobs that are due. The queue is read on the event
+            # loop (a round trip from this thread that waits for the loop to be free), so it is asked only when it
+            # holds something: an empty deque's length is safe to read from here, and a job queued just after
+            # the check is taken at the next step.
+            if not self._stopping and self._pending:
                 room = self.max_batch_size - len(batch) - sum(len(j.items) for j, _ in waiting)
                 fresh, due = self._pull(loop, max(0, room))
                 waiting.extend((job, None) for job in fresh)
