@@ -107,10 +107,6 @@ def informative_lines(rows: Sequence[tuple[str, str, float | None, dict[str, Cel
     return table(["model", "task", "majority class", "best method (95% interval)", "informative"], body)
 
 
-def model_task(r: Result) -> tuple[str, str]:
-    return model_of(r), str(r.get("task"))
-
-
 def curve_cells(results: Iterable[Result], knob: str) -> dict[str, tuple[tuple[str, str], dict[Any, Cell]]]:
     """Prompt-tuning results as series 'task (model)' (model named when there are several) -> ((model, task),
     knob value -> cell of its seeds), in model-size then task order."""
@@ -142,9 +138,3 @@ def both(*verdicts: str) -> str:
         return CONTRADICTED
     return HOLDS if all(v == HOLDS for v in verdicts) else INCONCLUSIVE
 
-
-def share_interval(flags: Sequence[float]) -> Interval:
-    """Bootstrap interval of a share or mean over prompts (one value per prompt)."""
-    from softprompt.experiments.stats import bootstrap
-
-    return bootstrap(list(flags))

@@ -98,19 +98,6 @@ def scored(task: Task, sp: Splits, values: dict[str, float], predictions: list[s
             "answers": answers, "per_example": per_example(task, sp.report, predictions)}
 
 
-def selection_score(run_metrics: Path, step: int | None, main_metric: str) -> float | None:
-    """The main metric the run logged on its selection split at its best step (what chose the step, and
-    what chooses model tuning's learning rate between variants)."""
-    import json
-
-    for line in run_metrics.read_text().splitlines():
-        record = json.loads(line)
-        if record.get("step") == step and "eval" in record:
-            value = record["eval"].get(main_metric)
-            return None if value is None else float(value)
-    return None
-
-
 def selection_curve(run_metrics: Path, main_metric: str) -> list[list[float]]:
     """[[step, main metric on the selection split], ...]: the run's learning curve, the pilot that shows
     whether the step budget was enough (still rising at the last step: it was not)."""

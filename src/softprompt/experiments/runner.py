@@ -271,8 +271,7 @@ def run_prompt_tuning(variant: Variant, paths: ResultPaths, models: ModelCache, 
     if v2:
         sp, task = v2
         result["metrics"] = protocol.report(fm, task, sp, variant.budget.get("eval_batch_size", 32), prompt=prompt)
-        result["selection"] = protocol.selection_score(run.metrics, summary["best_step"], task.main_metric)
-        result["curve"] = protocol.selection_curve(run.metrics, task.main_metric)
+        result |= _selection(run, summary, task)
     else:
         result["metrics"] = _in_domain(variant, run, summary, data_dir)
     if variant.eval_tasks:
@@ -297,8 +296,7 @@ def run_model_tuning(variant: Variant, paths: ResultPaths, models: ModelCache, d
         sp, task = v2
         tuned = models.loader(str(run.model))  # the best checkpoint, scored once on the report split
         result["metrics"] = protocol.report(tuned, task, sp, variant.budget.get("eval_batch_size", 32))
-        result["selection"] = protocol.selection_score(run.metrics, summary["best_step"], task.main_metric)
-        result["curve"] = protocol.selection_curve(run.metrics, task.main_metric)
+        result |= _selection(run, summary, task)
         del tuned
     else:
         result["metrics"] = _in_domain(variant, run, summary, data_dir)
@@ -310,6 +308,13 @@ def run_model_tuning(variant: Variant, paths: ResultPaths, models: ModelCache, d
     # The tuned weights are the model's full size (0.5-1 GB); the result keeps the numbers, not the weights.
     shutil.rmtree(run.model, ignore_errors=True)
     return result
+
+
+def _selection(run: RunDir, summary: dict[str, Any], task: Any) -> dict[str, Any]:
+    """A v2 training result's selection score at its best step (what picks model tuning's lr between variants)
+    and its learning curve on the selection split (the budget's pilot)."""
+    values, _ = best_eval(run, summary["best_step"])
+    return {"selection": values.get(task.main_metric), "curve": protocol.selection_curve(run.metrics, task.main_metric)}
 
 
 def _v2_splits(variant: Variant, data_dir: str | None) -> tuple[protocol.Splits, Any] | tuple[()]:

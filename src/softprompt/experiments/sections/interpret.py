@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from softprompt.experiments.evidence import (
-    share_interval,
-)
 from softprompt.experiments.report_format import (
     NOT_ENOUGH,
     Result,
@@ -25,6 +22,7 @@ from softprompt.experiments.stats import (
     CONTRADICTED,
     HOLDS,
     INCONCLUSIVE,
+    bootstrap,
 )
 
 
@@ -67,10 +65,10 @@ def section_interpret(results: list[Result], ctx: Ctx) -> tuple[list[str], list[
     rule8 = ("per class-label-init prompt with label words among its init neighbours: every such word is still found "
              "after training; holds when the bootstrap interval (over prompts) of the share kept lies above 1/2, "
              "contradicted when below")
-    share8 = share_interval(flags8) if flags8 else None
+    share8 = bootstrap(flags8) if flags8 else None
     verdict8 = NOT_ENOUGH if share8 is None else HOLDS if share8.low > 0.5 else CONTRADICTED if share8.high < 0.5 else INCONCLUSIVE
     frac, frac0 = mean(fractions), mean(init_fractions)
-    band = share_interval(fractions) if fractions else None
+    band = bootstrap(fractions) if fractions else None
     verdict9 = NOT_ENOUGH if band is None else HOLDS if band.low > 0.1 else CONTRADICTED if band.high < 0.02 else INCONCLUSIVE
     ev9 = [f"mean shared top-1 fraction after training {pct(frac)}% over {len(fractions)} prompts"
            + (f", 95% interval [{pct(band.low)}, {pct(band.high)}]" if band else "") + f" (at init: {pct(frac0)}%)"]

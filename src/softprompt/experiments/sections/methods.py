@@ -148,7 +148,8 @@ def scale_claim(gaps: dict[str, dict[str, Comparison]]) -> Claim:
         verdict = "mixed" if HOLDS in (part1, part2) else CONTRADICTED
     else:
         verdict = INCONCLUSIVE
-    summary = f"part 1 (MT > PT) {part1}; part 2 (gap shrinks with scale) {part2}"
+    summary = (f"part 1 (MT > PT) {part1}; part 2 (gap shrinks with scale) {part2}" if per_model
+               else "no task with both model tuning and prompt tuning")
     rule = (f"part 1: per model and task, the interval of MT − PT; part 2: per task on both models, the larger model's "
             f"gap interval lies wholly below the smaller's (holds) or wholly above (contradicted). Each part: {CLAIM_RULE}. "
             "C2 holds when both parts hold; with one model part 1 decides")
