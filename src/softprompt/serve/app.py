@@ -49,6 +49,7 @@ from softprompt.errors import UsageError
 from softprompt.scoring import InputTooLongError
 from softprompt.serve.batcher import Batcher, Job, QueueFull, QueueTimeout
 from softprompt.serve.completions import completion_routes
+from softprompt.serve.compute_thread import on_compute_thread
 from softprompt.serve.engine import ClassifyRequest, Engine, EngineError, GenerateRequest
 from softprompt.serve.limits import BodyLimit, head_timeout_protocol
 from softprompt.serve.schemas import (
@@ -368,7 +369,8 @@ def serve(model: str, prompts: str | Path, host: str = "127.0.0.1", port: int = 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not Path(prompts).is_dir():
         raise EngineError(f"prompts directory not found: {prompts}")
-    engine = Engine(load_model(model), prompts, batch_size=settings.max_batch_size)
+    # Loaded and registered on the thread that will run every batch (compute_thread.py says why).
+    engine = on_compute_thread(lambda: Engine(load_model(model), prompts, batch_size=settings.max_batch_size))
     for file, reason in engine.skipped.items():
         log.warning("skipped %s: %s", file, reason)
     if not _loopback(host):

@@ -31,12 +31,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from softprompt.errors import SoftpromptError
 from softprompt.scoring.continuous import DecodeRow, RunningBatch
+from softprompt.serve.compute_thread import compute_executor
 from softprompt.serve.engine import ClassifyRequest, Engine, GenerateRequest
 
 log = logging.getLogger("softprompt.serve")
@@ -107,7 +107,8 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._stopping = False  # the worker stops taking jobs from the queue (stop() is waiting for it)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="softprompt-engine")
+        # The process's one model thread (compute_thread.py: a second thread running ops makes small ops slow).
+        self._executor = compute_executor()
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -129,7 +130,8 @@ class Batcher:
             job = self._pending.popleft()
             if not job.future.done():
                 job.future.set_exception(QueueTimeout("server is shutting down"))
-        self._executor.shutdown(wait=True)
+        # Wait for the running batch; the thread itself stays (shared by the process: compute_thread.py).
+        await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
 
     @property
     def alive(self) -> bool:
