@@ -85,3 +85,27 @@ def test_a_bad_job_gets_its_own_error_and_static_batching_gives_the_same_answers
         first, bad, second = asyncio.run(main(mode))
         assert isinstance(bad, EngineError) and "unknown task 'nope'" in str(bad)
         assert first + second == engine.generate(good)
+
+
+def test_the_running_batch_holds_at_most_max_running_requests_beyond_max_batch_size(engine, monkeypatch):
+    sizes: list[int] = []
+    step = continuous.RunningBatch.step
+
+    def counted(self):
+        sizes.append(len(self))
+        time.sleep(0.005)  # arrivals have time to queue while the batch runs
+        return step(self)
+
+    monkeypatch.setattr(continuous.RunningBatch, "step", counted)
+    reqs = [request("a" if i % 2 else "b", f"input {i}", 12) for i in range(7)]
+
+    async def main():
+        batcher = Batcher(engine, max_batch_size=2, max_wait_ms=0, max_running=5)
+        batcher.start()
+        out = await asyncio.gather(*(batcher.generate([r]) for r in reqs))
+        await batcher.stop()
+        return out
+
+    out = asyncio.run(main())
+    assert max(sizes) == 5  # more than max_batch_size (2) decode together, never more than max_running
+    assert [o[0] for o in out] == engine.generate(reqs)

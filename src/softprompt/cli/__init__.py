@@ -332,6 +332,8 @@ def serve(
     continuous_batching: Annotated[bool, typer.Option(help="Generation requests join and leave a running batch "
                                                       "between decode steps (--no-continuous-batching: static "
                                                       "micro-batches).")] = True,
+    max_running_requests: Annotated[int, typer.Option(min=1, help="Generation requests decoding at once in the "
+                                                      "continuous batch (vLLM's max_num_seqs).")] = 64,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
 ) -> None:
     """Serve every prompt in a directory over HTTP, on one frozen model (docs at /docs).
@@ -347,7 +349,7 @@ def serve(
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_input_tokens=max_input_tokens,
         max_inputs=max_inputs, max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens,
         queue_timeout_s=queue_timeout_s, reload_interval_s=reload_interval_s, read_timeout_s=read_timeout_s,
-        continuous_batching=continuous_batching), log_level=log_level)
+        continuous_batching=continuous_batching, max_running_requests=max_running_requests), log_level=log_level)
 
 
 @app.command("export-vllm")

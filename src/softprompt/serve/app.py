@@ -102,9 +102,11 @@ class ServeSettings:
     continuous_batching: bool = True
     """Generation joins and leaves a running batch between decode steps (serve/batcher.py); False: static
     micro-batches, each decoded to its longest request."""
+    max_running_requests: int = 64
+    """Generation requests decoding at once in the continuous batch (vLLM's max_num_seqs); the rest queue."""
 
     def __post_init__(self) -> None:
-        positive = ("max_batch_size", "max_input_tokens", "max_inputs", "max_body_bytes", "max_new_tokens",
+        positive = ("max_batch_size", "max_running_requests", "max_input_tokens", "max_inputs", "max_body_bytes", "max_new_tokens",
                     "queue_timeout_s", "max_queued", "read_timeout_s")
         bad = [f"{k}={getattr(self, k)}" for k in positive if not getattr(self, k) > 0]
         bad += [f"{k}={getattr(self, k)}" for k in ("max_wait_ms", "reload_interval_s") if getattr(self, k) < 0]
@@ -124,7 +126,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     settings = settings or ServeSettings()
     batcher = Batcher(engine, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
                       queue_timeout_s=settings.queue_timeout_s, max_queued=settings.max_queued,
-                      check=_job_check(engine, settings), continuous=settings.continuous_batching)
+                      check=_job_check(engine, settings), continuous=settings.continuous_batching,
+                      max_running=settings.max_running_requests)
     reload = _reloader(engine, batcher)
     limits = "\n".join(f"- `{k}` = {v}" for k, v in asdict(settings).items())
     app = FastAPI(title="softprompt", version=__version__, lifespan=_lifespan(engine, batcher, settings, reload),

@@ -18,7 +18,7 @@
   and only the culprit gets the error.
 - Generation is batched continuously (`continuous=True`, the default; `scoring.continuous`): the worker
   decodes one token for every running request a step and, between steps, takes newly queued generate jobs
-  into the running batch (up to `max_batch_size` requests) and runs classify jobs that have waited
+  into the running batch (up to `max_running` requests) and runs classify jobs that have waited
   `max_wait_ms`, so an arrival starts at the next step instead of after the whole batch, and a request
   leaves as soon as it is done. Requests the engine cannot run that way (no prompt, Gemma's windowed
   attention, seq2seq) take the static path.
@@ -85,15 +85,18 @@ class Batcher:
         check: called on the worker thread for every job before its batch runs (e.g. token limits,
             unknown tasks); an exception it raises becomes that job's error only.
         continuous: batch generation continuously (see the module docstring); False: static micro-batches.
+        max_running: requests decoding at once in the continuous batch (vLLM's max_num_seqs): a decode step
+            reads every weight once whatever its row count, so rows are cheap; bounded for the KV memory.
     """
 
     def __init__(
         self, engine: Engine, *, max_batch_size: int = 16, max_wait_ms: float = 10.0, queue_timeout_s: float = 30.0,
         max_queued: int = 4096, check: Callable[[Job], None] | None = None, continuous: bool = True,
+        max_running: int = 64,
     ) -> None:
-        if max_batch_size < 1 or max_wait_ms < 0 or queue_timeout_s <= 0 or max_queued < 1:
+        if max_batch_size < 1 or max_wait_ms < 0 or queue_timeout_s <= 0 or max_queued < 1 or max_running < 1:
             raise ValueError(f"bad batcher settings: max_batch_size={max_batch_size}, max_wait_ms={max_wait_ms}, "
-                             f"queue_timeout_s={queue_timeout_s}, max_queued={max_queued}")
+                             f"queue_timeout_s={queue_timeout_s}, max_queued={max_queued}, max_running={max_running}")
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
@@ -101,6 +104,7 @@ class Batcher:
         self.max_queued = max_queued
         self.check = check
         self.continuous = continuous
+        self.max_running = max_running
         self.stats = BatchStats()
         self._pending: deque[Job] = deque()
         self._queued = 0  # examples in _pending
@@ -289,7 +293,7 @@ class Batcher:
         batch, results = RunningBatch(self.engine.fm), [None] * len(jobs)
         waiting: deque[tuple[Job, int | None]] = deque((job, k) for k, job in enumerate(jobs))
         while True:
-            while waiting and (not len(batch) or len(batch) + len(waiting[0][0].items) <= self.max_batch_size):
+            while waiting and (not len(batch) or len(batch) + len(waiting[0][0].items) <= self.max_running):
                 job, k = waiting.popleft()
                 self._admit(batch, job, k, results, loop)
             if not len(batch) and not waiting:
@@ -307,7 +311,7 @@ class Batcher:
             # holds something: an empty deque's length is safe to read from here, and a job queued just after
             # the check is taken at the next step.
             if not self._stopping and self._pending:
-                room = self.max_batch_size - len(batch) - sum(len(j.items) for j, _ in waiting)
+                room = self.max_running - len(batch) - sum(len(j.items) for j, _ in waiting)
                 fresh, due = self._pull(loop, max(0, room))
                 waiting.extend((job, None) for job in fresh)
                 if due:  # classify jobs that waited max_wait_ms run now, not after the whole decode
