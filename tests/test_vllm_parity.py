@@ -21,6 +21,12 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 N_INPUTS, NEW_TOKENS = 32, 8
+# bf16 on both sides is not bit-equal (vLLM's CPU kernels sum in other orders than PyTorch's), so greedy paths
+# may part where two tokens nearly tie. A parting counts as rounding only when, under our model, the two tokens'
+# log-probabilities at the first position where they differ are within this many nats (either way: our scorer
+# and our decoder round differently too). bf16 logits near 16-32 are spaced 0.125 apart; measured partings on an
+# AMX Xeon: 6 of 32, |gap| 0, 0, 0.031, 0.125, 0.125, 0.125. fp32 must agree on every token.
+BF16_TIE_NATS = 0.5
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration,
               pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="no .venv-vllm: run `make vllm-env` first")]
@@ -60,4 +66,26 @@ def test_vllm_greedy_equals_softprompt_generate_on_real_dev_inputs(tmp_path, rea
                             stop_at_newline=False)
     same = [a == b for a, b in zip(ours, theirs, strict=True)]
     print(f"vLLM vs softprompt greedy ({dtype}): {sum(same)}/{len(same)} identical", file=sys.stderr)
-    assert all(same), [(i, ours[i], theirs[i]) for i, s in enumerate(same) if not s][:4]
+    if dtype == "float32":
+        assert all(same), [(i, ours[i], theirs[i]) for i, s in enumerate(same) if not s][:4]
+        return
+    gaps = [_parting_gap(fm, prompt, dev[i].input_text, ours[i], theirs[i]) for i, s in enumerate(same) if not s]
+    print(f"bf16 partings: our margin over vLLM's token at the first differing position (nats): "
+          f"{[round(g, 3) for g in gaps]}", file=sys.stderr)
+    assert sum(same) >= 0.75 * len(same), f"only {sum(same)}/{len(same)} identical"
+    assert all(abs(g) <= BF16_TIE_NATS for g in gaps), gaps
+
+
+def _parting_gap(fm, prompt, text: str, ours: list[int], theirs: list[int]) -> float:
+    """log p(our token) - log p(vLLM's token) under our model, at the first position where the two differ
+    (a prefix of the other: the longer one's next token against EOS)."""
+    from softprompt.scoring import target_logprobs
+    from softprompt.scoring.inputs import Encoded
+
+    j = next((k for k, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), min(len(ours), len(theirs)))
+    eos = fm.tokenizer.eos_token_id
+    mine, other = (ours + [eos])[j], (theirs + [eos])[j]
+    context = fm.tokenizer(text).input_ids + ours[:j]
+    with torch.no_grad():
+        lp = target_logprobs(fm, [Encoded(context, [mine]), Encoded(context, [other])], prompt)
+    return float(lp[0][0] - lp[1][0])
