@@ -68,3 +68,26 @@ def test_zero_limit_rows_finish_at_once_and_eos_is_dropped_where_it_stops_a_row(
 
 def test_supported_models_are_decoder_only_without_an_attention_window():
     assert RunningBatch.supports(tiny_causal())
+
+
+def test_rows_of_very_different_lengths_prefill_in_groups_and_decode_as_alone(monkeypatch):
+    from softprompt.scoring import continuous
+
+    fm = tiny_causal()
+    prefixes = PrefixCache(fm)
+    prompts = [make_prompt(fm, p, "random-uniform", seed=p, scale=5.0) for p in (2, 4, 3, 5)]
+    long_text = " ".join(["a terrible film , boring and far too long"] * 12)
+    texts = ["the movie", long_text, "what", "it was fine"]
+    limits = [6, 4, 5, 3]
+    calls: list[int] = []
+    fill = continuous.fill_cached
+    monkeypatch.setattr(continuous, "fill_cached", lambda fm, ids, states: calls.append(len(ids)) or fill(fm, ids, states))
+    batch, done = RunningBatch(fm), {}
+    batch.admit(rows_for(fm, prefixes, prompts[:1], texts[:1], limits[:1], done, 0))
+    batch.step()
+    batch.admit(rows_for(fm, prefixes, prompts[1:], texts[1:], limits[1:], done, 1))  # one call, three rows
+    while len(batch):
+        batch.step()
+    assert calls[0] == 1 and sorted(calls[1:]) == [1, 2]  # the long input prefills apart from the two short ones
+    expected = [full_forward_greedy(fm, p, t, n) for p, t, n in zip(prompts, texts, limits, strict=True)]
+    assert [done[k] for k in range(4)] == expected

@@ -109,3 +109,29 @@ def test_the_running_batch_holds_at_most_max_running_requests_beyond_max_batch_s
     out = asyncio.run(main())
     assert max(sizes) == 5  # more than max_batch_size (2) decode together, never more than max_running
     assert [o[0] for o in out] == engine.generate(reqs)
+
+
+def test_a_prefill_that_fails_fails_only_its_own_job(engine, monkeypatch):
+    fill = continuous.fill_cached
+
+    def fragile(fm, ids, states):
+        if any(len(x) > 40 for x in ids):  # the one long input below
+            raise RuntimeError("prefill broke")
+        return fill(fm, ids, states)
+
+    monkeypatch.setattr(continuous, "fill_cached", fragile)
+    slow_steps(monkeypatch, 0.01)
+    good = [request("a", "the movie was", 8), request("b", "what", 4), request("a", "fine", 5)]
+    bad = request("b", " ".join(["long words"] * 30), 3)
+
+    async def main():
+        batcher = Batcher(engine, max_batch_size=8, max_wait_ms=20)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.generate([r]) for r in (good[0], bad, good[1], good[2])),
+                                       return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    first, broken, second, third = asyncio.run(main())
+    assert isinstance(broken, RuntimeError) and "prefill broke" in str(broken)
+    assert first + second + third == engine.generate(good)

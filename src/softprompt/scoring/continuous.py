@@ -3,8 +3,10 @@ decode steps, so a request that arrives mid-decode starts at the next step and a
 long one (static batching decodes each batch to its longest request, and arrivals wait for the whole batch).
 
     running state   cache [B, heads, L, d] per layer, mask [B, L] (0 = padding), next position [B], last hidden [B, H]
-    admit(rows)     prefill the new rows on their cached prefixes (decode.fill_cached), left-pad the shorter of
-                    the two caches to the longer, concatenate along B
+    admit(rows)     prefill the new rows on their cached prefixes (decode.fill_cached) in groups of similar
+                    length (layout.split_by_length: a prefill pays full matmul FLOPs for every padded slot, and
+                    a mixed stream's inputs run from 10 to 256 tokens), then left-pad every cache to the longest
+                    and concatenate along B, the running rows' cache copied once per admission
     step()          one token for every row (decode.take_token: EOS, newline, limit, watcher); finished rows
                     leave (index_select on B) and the rest are compacted: each row's used slots move to
                     the right end, so the width is the longest remaining row's
@@ -26,6 +28,7 @@ from transformers import DynamicCache
 from softprompt.model.frozen import FrozenModel
 from softprompt.scoring.decode import StopRule, Watcher, fill_cached, take_token, trim_at_eos
 from softprompt.scoring.head import head_logits
+from softprompt.scoring.layout import split_by_length
 from softprompt.scoring.prefix import PrefixState, base_model
 
 
@@ -73,16 +76,17 @@ class RunningBatch:
         finished = [r for r in rows if r.limit <= 0]
         rows = [r for r in rows if r.limit > 0]
         if rows:
-            hidden, cache, mask, pos = fill_cached(self.fm, [r.ids for r in rows], [r.state for r in rows])
-            if self._cache is None or not self.rows:
-                self._cache, self._mask, self._pos, self._hidden = cache, mask, pos, hidden
-            else:
+            # Each group's prefill pads to its own longest input (its prefix slots included), not the call's.
+            groups = split_by_length([r.state.length + len(r.ids) for r in rows], len(rows))
+            parts = [fill_cached(self.fm, [rows[i].ids for i in g], [rows[i].state for i in g]) for g in groups]
+            if self._cache is not None and self.rows:
                 assert self._hidden is not None
-                self._cache = _concat(self.fm, self._cache, self._mask.shape[1], cache, mask.shape[1])
-                self._mask = torch.cat(_left_pad_both(self._mask, mask), dim=0)
-                self._pos = torch.cat([self._pos, pos])
-                self._hidden = torch.cat([self._hidden, hidden])
-            self.rows.extend(rows)
+                parts.insert(0, (self._hidden, self._cache, self._mask, self._pos))
+            hidden, caches, masks, positions = zip(*parts, strict=True)
+            self._cache = caches[0] if len(parts) == 1 else _concat(self.fm, caches, [m.shape[1] for m in masks])
+            self._mask = torch.cat(_left_pad(masks), dim=0)
+            self._pos, self._hidden = torch.cat(positions), torch.cat(hidden)
+            self.rows.extend(rows[i] for g in groups for i in g)  # the order of the concatenated caches
         for r in finished:
             self._finish(r)
         return finished
@@ -140,20 +144,20 @@ class RunningBatch:
         self._mask, self._pos, self._hidden = mask.gather(1, order), self._pos[keep], self._hidden.index_select(0, keep)
 
 
-def _left_pad_both(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two [B, L] masks left-padded with 0 to the longer L."""
-    width = max(a.shape[1], b.shape[1])
-    return (torch.nn.functional.pad(a, (width - a.shape[1], 0)), torch.nn.functional.pad(b, (width - b.shape[1], 0)))
+def _left_pad(masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """[B_i, L_i] masks left-padded with 0 to the longest L."""
+    width = max(m.shape[1] for m in masks)
+    return [torch.nn.functional.pad(m, (width - m.shape[1], 0)) for m in masks]
 
 
-def _concat(fm: FrozenModel, a: DynamicCache, width_a: int, b: DynamicCache, width_b: int) -> DynamicCache:
-    """Cache of rows a then rows b, each left-padded with zero slots to the longer width (masked, so unused)."""
-    width = max(width_a, width_b)
+def _concat(fm: FrozenModel, caches: Sequence[DynamicCache], widths: Sequence[int]) -> DynamicCache:
+    """The caches' rows one after another, each left-padded with zero slots to the widest (masked, so unused)."""
+    width = max(widths)
     out = DynamicCache(config=fm.model.config)
-    for la, lb, lo in zip(a.layers, b.layers, out.layers, strict=True):
-        keys = torch.cat([_pad_seq(la.keys, width), _pad_seq(lb.keys, width)])
-        values = torch.cat([_pad_seq(la.values, width), _pad_seq(lb.values, width)])
-        lo.update(keys, values)
+    for layers in zip(*(c.layers for c in caches), out.layers, strict=True):
+        *parts, merged = layers
+        merged.update(torch.cat([_pad_seq(layer.keys, width) for layer in parts]),
+                      torch.cat([_pad_seq(layer.values, width) for layer in parts]))
     return out
 
 

@@ -293,9 +293,15 @@ class Batcher:
         batch, results = RunningBatch(self.engine.fm), [None] * len(jobs)
         waiting: deque[tuple[Job, int | None]] = deque((job, k) for k, job in enumerate(jobs))
         while True:
-            while waiting and (not len(batch) or len(batch) + len(waiting[0][0].items) <= self.max_running):
+            joining: list[tuple[Job, int | None, list[DecodeRow]]] = []
+            size = len(batch)
+            while waiting and (not size or size + len(waiting[0][0].items) <= self.max_running):
                 job, k = waiting.popleft()
-                self._admit(batch, job, k, results, loop)
+                rows = self._rows(job, k, results, loop)
+                if rows:
+                    joining.append((job, k, rows))
+                    size += len(rows)
+            self._admit(batch, joining, results, loop)
             if not len(batch) and not waiting:
                 return results
             try:
@@ -318,10 +324,10 @@ class Batcher:
                     for job, result in zip(due, self._run(due), strict=True):
                         self._settle(loop, job, result)
 
-    def _admit(self, batch: RunningBatch, job: Job, k: int | None, results: list[Any],
-               loop: asyncio.AbstractEventLoop) -> None:
-        """Put one job's requests into the running batch (or run it statically where the engine says so);
-        its future is settled when its last request finishes (result k of the given jobs, if it is one)."""
+    def _rows(self, job: Job, k: int | None, results: list[Any], loop: asyncio.AbstractEventLoop) -> list[DecodeRow]:
+        """One job's requests as rows of the running batch, each settling the job's future when the last one
+        finishes (result k of the given jobs, if it is one); [] where the job ran statically (the engine says so)
+        or failed its check (it is settled then)."""
         texts: list[Any] = [None] * len(job.items)
         left = [len(job.items)]
 
@@ -345,15 +351,37 @@ class Batcher:
                 if k is not None:
                     results[k] = out[0]
                 self._settle(loop, job, out[0])
-                return
-            batch.admit(rows)
+                return []
         except Exception as err:  # noqa: BLE001 — this job's own error (4xx), its neighbours go on
-            if k is not None:
-                results[k] = err
-            self._settle(loop, job, err)
-            return
+            self._fail(job, k, err, results, loop)
+            return []
         if k is None:
             self._count(len(job.items))
+        return rows
+
+    def _admit(self, batch: RunningBatch, joining: list[tuple[Job, int | None, list[DecodeRow]]],
+               results: list[Any], loop: asyncio.AbstractEventLoop) -> None:
+        """Prefill the joining jobs' rows in one call (`RunningBatch.admit` groups them by length); if it fails
+        (it changes nothing then), job by job, so that only the culprit gets the error."""
+        if not joining:
+            return
+        try:
+            batch.admit([row for _, _, rows in joining for row in rows])
+            return
+        except Exception:  # noqa: BLE001 — it changed nothing: retried one job at a time below
+            log.debug("joint prefill failed; admitting job by job", exc_info=True)
+        for job, k, rows in joining:
+            try:
+                batch.admit(rows)
+            except Exception as err:  # noqa: BLE001 — this job's own error, its neighbours go on
+                self._fail(job, k, err, results, loop)
+
+    def _fail(self, job: Job, k: int | None, err: BaseException, results: list[Any],
+              loop: asyncio.AbstractEventLoop) -> None:
+        """Settle `job` with its own error (result k of the given jobs, if it is one)."""
+        if k is not None:
+            results[k] = err
+        self._settle(loop, job, err)
 
     def _pull(self, loop: asyncio.AbstractEventLoop, room: int) -> tuple[list[Job], list[Job]]:
         """From the worker thread: queued generate jobs that fit `room`, and classify jobs that are due."""
