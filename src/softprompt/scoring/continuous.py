@@ -28,6 +28,7 @@ from transformers import DynamicCache
 from softprompt.model.frozen import FrozenModel
 from softprompt.scoring.decode import StopRule, Watcher, fill_cached, take_token, trim_at_eos
 from softprompt.scoring.head import head_logits
+from softprompt.scoring.kv_buffer import reserve
 from softprompt.scoring.layout import split_by_length
 from softprompt.scoring.prefix import PrefixState, base_model
 
@@ -83,7 +84,7 @@ class RunningBatch:
                 assert self._hidden is not None
                 parts.insert(0, (self._hidden, self._cache, self._mask, self._pos))
             hidden, caches, masks, positions = zip(*parts, strict=True)
-            self._cache = caches[0] if len(parts) == 1 else _concat(self.fm, caches, [m.shape[1] for m in masks])
+            self._cache = reserve(caches[0] if len(parts) == 1 else _concat(self.fm, caches, [m.shape[1] for m in masks]))
             self._mask = torch.cat(_left_pad(masks), dim=0)
             self._pos, self._hidden = torch.cat(positions), torch.cat(hidden)
             self.rows.extend(rows[i] for g in groups for i in g)  # the order of the concatenated caches
@@ -141,6 +142,7 @@ class RunningBatch:
             index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
             layer.keys = layer.keys.index_select(0, keep).gather(2, index)
             layer.values = layer.values.index_select(0, keep).gather(2, index)
+        reserve(self._cache)  # the compacted tensors get buffers with room again (kv_buffer.py)
         self._mask, self._pos, self._hidden = mask.gather(1, order), self._pos[keep], self._hidden.index_select(0, keep)
 
 
