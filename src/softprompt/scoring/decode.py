@@ -26,7 +26,7 @@ from softprompt.model.attach import attach_causal, attach_encoder
 from softprompt.model.frozen import FrozenModel
 from softprompt.scoring.head import head_logits
 from softprompt.scoring.inputs import PromptSpec, pad, per_input, prompt_list, strip_bos
-from softprompt.scoring.kv_buffer import reserve
+from softprompt.scoring.kv_buffer import DECODE_ROOM, reserve
 from softprompt.scoring.layout import FORWARD_OVERHEAD, generate_layout, padded_prefix_cache, split_by_length
 from softprompt.scoring.packed import fits_window
 from softprompt.scoring.prefix import PrefixCache, PrefixState, base_model
@@ -194,7 +194,8 @@ def _greedy(
     limits: list[int], stop: StopRule, watch: list[Watcher | None],
 ) -> list[list[int]]:
     """From a filled cache: argmax, feed it back, until every example stopped or reached its limit."""
-    reserve(cache, max(limits, default=0))  # each step writes into room made once (kv_buffer.py)
+    # Each step writes into room made once (kv_buffer.py); long limits grow it in chunks rather than all upfront.
+    reserve(cache, min(max(limits, default=0), 4 * DECODE_ROOM))
     generated: list[list[int]] = [[] for _ in limits]
     done = [limit <= 0 for limit in limits]
     for _ in range(max(limits, default=0)):
