@@ -15,7 +15,6 @@ FLOPs (4 · N_nonembed · tokens), and only fewer tokens, fewer steps or faster 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_vs_peft import data_dir, machine_and_peaks  # noqa: E402
+from train_vs_peft import data_dir, machine_and_peaks, print_and_write  # noqa: E402
 
 from softprompt.model.attention import training_attention  # noqa: E402
 from softprompt.model.frozen import FrozenModel  # noqa: E402
@@ -106,10 +105,7 @@ def main() -> None:
             mm["fraction_of_model_dtype_peak"] = round(mm["gflops_per_s"] / peak, 3)
     p100, p20 = (result["prompt_lengths"][k]["seconds_per_step_median"] for k in ("100", "20"))
     result["step_time_ratio_p100_over_p20"] = round(p100 / p20, 2)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_and_write(result, args.out)
 
 
 if __name__ == "__main__":

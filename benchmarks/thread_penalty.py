@@ -12,7 +12,6 @@ main thread again. Prints JSON; the ratio `worker_over_main` is the penalty.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_vs_peft import machine_and_peaks  # noqa: E402
+from train_vs_peft import machine_and_peaks, print_and_write  # noqa: E402
 
 
 def linear_us(dtype: torch.dtype, rows: int) -> float:
@@ -59,10 +58,7 @@ def main() -> None:
     result = {"benchmark": "one linear on the first OpenMP thread vs a later thread",
               "command": " ".join(["python", *sys.argv]), "machine": facts,
               "threads": torch.get_num_threads(), "cases": cases}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_and_write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -381,6 +381,14 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+def print_and_write(result: dict[str, Any], out: str | Path | None) -> None:
+    """Print a benchmark's JSON and, with `out`, write it there too."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
 def machine_and_peaks() -> dict[str, Any]:
     """`machine()` plus whether the CPU has native bf16 and the 2048² GEMM peaks measured now (fp32, and bf16
     where native: emulated bf16 would take minutes and mean nothing), for benchmarks that report both."""
