@@ -7,7 +7,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from softprompt.scoring.kv_buffer import AppendLayer, reserve
+from softprompt.scoring.kv_buffer import AppendLayer, reserve, stacked
 
 
 def plain_layer(keys: torch.Tensor, values: torch.Tensor) -> DynamicLayer:
@@ -47,3 +47,14 @@ def test_reserve_readopts_a_layer_whose_tensors_were_replaced_and_skips_one_in_s
     new = torch.randn(1, 2, 1, 3)
     got_k, _ = fresh.update(new, new)
     assert torch.equal(got_k, torch.cat([layer.keys, new], dim=2))
+
+
+def test_stacked_right_aligns_each_part_behind_zeros_and_leaves_room():
+    a, b = torch.randn(2, 3, 4, 5), torch.randn(1, 3, 6, 5)
+    buffer = stacked([a, b], 6, room=2)
+    assert buffer.shape == (3, 3, 8, 5)
+    assert torch.equal(buffer[:2, :, 2:6], a) and torch.equal(buffer[:2, :, :2], torch.zeros(2, 3, 2, 5))
+    assert torch.equal(buffer[2:, :, :6], b)
+    layer = AppendLayer()
+    layer.hold(buffer, buffer.clone(), 6)
+    assert layer.in_step() and layer.get_seq_length() == 6 and layer.room == 2

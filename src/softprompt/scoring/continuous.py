@@ -28,7 +28,7 @@ from transformers import DynamicCache
 from softprompt.model.frozen import FrozenModel
 from softprompt.scoring.decode import StopRule, Watcher, fill_cached, take_token, trim_at_eos
 from softprompt.scoring.head import head_logits
-from softprompt.scoring.kv_buffer import reserve
+from softprompt.scoring.kv_buffer import DECODE_ROOM, AppendLayer, reserve, stacked
 from softprompt.scoring.layout import split_by_length
 from softprompt.scoring.prefix import PrefixState, base_model
 
@@ -153,17 +153,13 @@ def _left_pad(masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def _concat(fm: FrozenModel, caches: Sequence[DynamicCache], widths: Sequence[int]) -> DynamicCache:
-    """The caches' rows one after another, each left-padded with zero slots to the widest (masked, so unused)."""
+    """The caches' rows one after another, each left-padded with zero slots to the widest (masked, so unused),
+    written once into buffers with room to decode into (kv_buffer.stacked)."""
     width = max(widths)
     out = DynamicCache(config=fm.model.config)
-    for layers in zip(*(c.layers for c in caches), out.layers, strict=True):
-        *parts, merged = layers
-        merged.update(torch.cat([_pad_seq(layer.keys, width) for layer in parts]),
-                      torch.cat([_pad_seq(layer.values, width) for layer in parts]))
+    for i, parts in enumerate(zip(*(c.layers for c in caches), strict=True)):
+        layer = AppendLayer()
+        layer.hold(stacked([p.keys for p in parts], width, DECODE_ROOM),
+                   stacked([p.values for p in parts], width, DECODE_ROOM), width)
+        out.layers[i] = layer
     return out
-
-
-def _pad_seq(kv: torch.Tensor, width: int) -> torch.Tensor:
-    """[B, heads, L, d] -> [B, heads, width, d], zero slots in front."""
-    return torch.nn.functional.pad(kv, (0, 0, width - kv.shape[2], 0))
-

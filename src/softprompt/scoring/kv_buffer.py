@@ -8,11 +8,13 @@ copy) only when it is full. The view holds the same numbers as the concatenation
 (tests/test_scoring.py, test_continuous.py compare tokens with the full-forward reference).
 
 Used where a cache is decoded into token by token: the static decoder (decode.py) and the continuous batch
-(continuous.py), after each prefill, admission or compaction (they build plain caches; `reserve` adopts them).
+(continuous.py), after each prefill or compaction (they build plain caches; `reserve` adopts them); the
+continuous batch's admission writes the joined rows straight into one buffer (`stacked`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -28,10 +30,14 @@ class AppendLayer(DynamicLayer):
 
     def adopt(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
         """Hold `keys`/`values` [B, heads, n, d] with `room` free slots after them (one copy)."""
-        self.room = room
-        self._keys, self._values = _with_room(keys, room), _with_room(values, room)
-        self._filled = keys.shape[-2]
-        self.keys, self.values = self._keys[:, :, : self._filled], self._values[:, :, : self._filled]
+        n = keys.shape[-2]
+        self.hold(stacked([keys], n, room), stacked([values], n, room), n)
+
+    def hold(self, keys: torch.Tensor, values: torch.Tensor, filled: int) -> None:
+        """Take buffers [B, heads, filled + room, d] whose first `filled` slots are the cache (no copy)."""
+        self.room = keys.shape[-2] - filled
+        self._keys, self._values, self._filled = keys, values, filled
+        self.keys, self.values = keys[:, :, :filled], values[:, :, :filled]
         self.device, self.is_initialized = keys.device, True
 
     def in_step(self) -> bool:
@@ -52,10 +58,18 @@ class AppendLayer(DynamicLayer):
         return self.keys, self.values
 
 
-def _with_room(states: torch.Tensor, room: int) -> torch.Tensor:
-    """[B, heads, n, d] -> a new [B, heads, n + room, d] buffer holding `states` in its first n slots."""
-    buffer = states.new_empty(*states.shape[:2], states.shape[2] + room, states.shape[3])
-    buffer[:, :, : states.shape[2]] = states
+def stacked(parts: Sequence[torch.Tensor], width: int, room: int) -> torch.Tensor:
+    """The rows of `parts` ([B_i, heads, n_i, d], n_i <= width) one after another in a new buffer
+    [sum B_i, heads, width + room, d], each right-aligned in slots [0, width) behind zeros (left padding,
+    masked: zero, not garbage, so a masked weight of 0 times it stays 0). One copy of every part."""
+    first = parts[0]
+    buffer = first.new_empty(sum(p.shape[0] for p in parts), first.shape[1], width + room, first.shape[3])
+    row = 0
+    for part in parts:
+        rows, n = part.shape[0], part.shape[2]
+        buffer[row: row + rows, :, : width - n].zero_()
+        buffer[row: row + rows, :, width - n: width] = part
+        row += rows
     return buffer
 
 
