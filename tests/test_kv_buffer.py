@@ -1,5 +1,5 @@
 """Decode caches that append in place (scoring/kv_buffer.py) hold exactly what concatenation would, grow when
-full, re-adopt tensors a compaction assigned, and never write into the tensors they adopted (a shared prefix)."""
+full, re-adopt tensors a compaction assigned, compact rows and slots in one pass, and never write into the tensors they adopted (a shared prefix)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from softprompt.scoring.kv_buffer import AppendLayer, reserve, stacked
+from softprompt.scoring.kv_buffer import AppendLayer, compact, reserve, stacked
 
 
 def plain_layer(keys: torch.Tensor, values: torch.Tensor) -> DynamicLayer:
@@ -58,3 +58,23 @@ def test_stacked_right_aligns_each_part_behind_zeros_and_leaves_room():
     layer = AppendLayer()
     layer.hold(buffer, buffer.clone(), 6)
     assert layer.in_step() and layer.get_seq_length() == 6 and layer.room == 2
+
+
+def test_compact_keeps_rows_and_slots_in_order_with_room_to_append():
+    torch.manual_seed(1)
+    cache = DynamicCache()
+    cache.layers = [plain_layer(torch.randn(4, 3, 6, 5), torch.randn(4, 3, 6, 5)) for _ in range(2)]
+    reserve(cache, room=2)
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+    rows = torch.tensor([3, 0, 2])
+    slots = torch.tensor([[1, 2, 5, 0], [0, 1, 2, 3], [5, 4, 3, 2]])  # any slots, any order, per row
+    compact(cache, rows, slots, room=3)
+    index = slots[:, None, :, None].expand(-1, 3, -1, 5)
+    for layer, (keys, values) in zip(cache.layers, before, strict=True):
+        assert isinstance(layer, AppendLayer) and layer.in_step() and layer.room == 3
+        assert torch.equal(layer.keys, keys.index_select(0, rows).gather(2, index))
+        assert torch.equal(layer.values, values.index_select(0, rows).gather(2, index))
+        new = torch.randn(3, 3, 3, 5)  # fills the room exactly: no growth, the kept slots unchanged
+        got_k, got_v = layer.update(new, new)
+        assert torch.equal(got_k, torch.cat([keys.index_select(0, rows).gather(2, index), new], dim=2))
+        assert got_k.data_ptr() == layer._keys.data_ptr()

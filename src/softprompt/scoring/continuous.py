@@ -28,7 +28,7 @@ from transformers import DynamicCache
 from softprompt.model.frozen import FrozenModel
 from softprompt.scoring.decode import StopRule, Watcher, fill_cached, take_token, trim_at_eos
 from softprompt.scoring.head import head_logits
-from softprompt.scoring.kv_buffer import DECODE_ROOM, AppendLayer, reserve, stacked
+from softprompt.scoring.kv_buffer import DECODE_ROOM, AppendLayer, compact, reserve, stacked
 from softprompt.scoring.layout import split_by_length
 from softprompt.scoring.prefix import PrefixState, base_model
 
@@ -138,11 +138,7 @@ class RunningBatch:
         mask = self._mask.index_select(0, keep)  # [B', L]
         width = int(mask.sum(dim=1).max())
         order = torch.sort(mask, dim=1, stable=True).indices[:, -width:]  # [B', W]: unused slots first, then used
-        for layer in self._cache.layers:
-            index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
-            layer.keys = layer.keys.index_select(0, keep).gather(2, index)
-            layer.values = layer.values.index_select(0, keep).gather(2, index)
-        reserve(self._cache)  # the compacted tensors get buffers with room again (kv_buffer.py)
+        compact(self._cache, keep, order)  # one pass per layer, into buffers with room again (kv_buffer.py)
         self._mask, self._pos, self._hidden = mask.gather(1, order), self._pos[keep], self._hidden.index_select(0, keep)
 
 

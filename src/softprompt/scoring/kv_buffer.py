@@ -8,8 +8,9 @@ copy) only when it is full. The view holds the same numbers as the concatenation
 (tests/test_scoring.py, test_continuous.py compare tokens with the full-forward reference).
 
 Used where a cache is decoded into token by token: the static decoder (decode.py) and the continuous batch
-(continuous.py), after each prefill or compaction (they build plain caches; `reserve` adopts them); the
-continuous batch's admission writes the joined rows straight into one buffer (`stacked`).
+(continuous.py), after each prefill (it builds plain caches; `reserve` adopts them); the continuous batch's
+admission writes the joined rows straight into one buffer (`stacked`), its compaction the kept rows' used slots
+(`compact`).
 """
 
 from __future__ import annotations
@@ -86,3 +87,27 @@ def reserve(cache: DynamicCache, room: int = DECODE_ROOM) -> DynamicCache:
             appended.adopt(layer.keys, layer.values, room)
             cache.layers[i] = appended
     return cache
+
+
+def gathered(tensor: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, room: int) -> torch.Tensor:
+    """`tensor` [B, heads, L, d] at rows `rows` [B'] and, row by row, slots `slots` [B', W], in a new buffer
+    [B', heads, W + room, d]: out[b, h, w] = tensor[rows[b], h, slots[b, w]] for w < W.
+
+    One indexing pass writes the whole buffer: the `room` slots are filled with copies of slot `slots[b, 0]`
+    (never read: an AppendLayer exposes only its filled slots, and `update` overwrites them before it
+    does). `index_select` + `gather` + a copy into room cost three passes, and bf16 `gather` is slow on CPU:
+    5x slower together on a 32-row SmolLM2 cache (2 cores).
+    """
+    padded = torch.cat([slots, slots[:, :1].expand(-1, room)], dim=1)  # [B', W + room]
+    heads = torch.arange(tensor.shape[1], device=tensor.device)
+    return tensor[rows[:, None, None], heads[None, :, None], padded[:, None, :]]
+
+
+def compact(cache: DynamicCache, rows: torch.Tensor, slots: torch.Tensor, room: int = DECODE_ROOM) -> None:
+    """Keep rows `rows` [B'] of every layer and, per row, slots `slots` [B', W] in that order (in place): each
+    layer becomes an `AppendLayer` over a fresh buffer with `room` free slots, written in one pass."""
+    width = slots.shape[1]
+    for i, layer in enumerate(cache.layers):
+        fresh = AppendLayer()
+        fresh.hold(gathered(layer.keys, rows, slots, room), gathered(layer.values, rows, slots, room), width)
+        cache.layers[i] = fresh
