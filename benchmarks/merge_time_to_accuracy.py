@@ -46,8 +46,10 @@ def main() -> None:
     result = merge([Path(p) for p in sys.argv[2:]])
     out = Path(sys.argv[1])
     out.write_text(json.dumps(result, indent=2) + "\n")
-    for task, entry in result["tasks"].items():  # one PNG per task beside the JSON, as the benchmark writes them
-        plot(task, entry["runs"], out.with_name(f"time_to_accuracy_{task}.png"))
+    # One PNG per task beside the JSON, as the benchmark writes them; another merge's name keeps its own PNGs
+    # (a CPU kind's merge does not overwrite the main file's).
+    for task, entry in result["tasks"].items():
+        plot(task, entry["runs"], out.with_name(f"{out.stem}_{task}.png"))
     print(json.dumps({t: {k: v for k, v in e.items() if k != "runs"} for t, e in result["tasks"].items()}, indent=1))
 
 
