@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_vs_peft import load_stream, make_prompts  # noqa: E402
+from serve_vs_peft import vllm_stream  # noqa: E402
 from train_vs_peft import machine_and_peaks, print_and_write  # noqa: E402
 
 from softprompt.model.loading import load_model  # noqa: E402
@@ -106,11 +106,10 @@ def main() -> None:
     args = parser.parse_args()
     facts = machine_and_peaks()
     fm = load_model("default", dtype="auto")
-    stream, words = load_stream(fm, 32, 256, args.seed)
+    stream, prompts = vllm_stream(fm, args.seed)
     rng = random.Random(args.seed + 1)
     gen = stream[: args.requests]
     lengths = [rng.randint(16, 32) for _ in gen]  # serve_vs_vllm.py's generation lengths (same seed)
-    prompts = make_prompts(fm, 100, words, args.seed)
     prefixes = PrefixCache(fm)
 
     def rows_of() -> list[DecodeRow]:

@@ -27,7 +27,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_vs_peft import load_stream, make_prompts  # noqa: E402
+from serve_vs_peft import vllm_stream  # noqa: E402
 from train_vs_peft import machine_and_peaks, print_and_write  # noqa: E402
 
 from softprompt.model.loading import load_model  # noqa: E402
@@ -75,8 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     facts = machine_and_peaks()
     fm = load_model("default", dtype="auto")
-    stream, words = load_stream(fm, 32, 256, args.seed)
-    prompts = make_prompts(fm, 100, words, args.seed)
+    stream, prompts = vllm_stream(fm, args.seed)
     tokens = [len(fm.tokenizer(text).input_ids) for _, text in stream]
     peak = facts["gemm_2048_peak"]["bf16" if fm.dtype == torch.bfloat16 else "fp32"]["best_gflops"]
     with tempfile.TemporaryDirectory() as tmp:

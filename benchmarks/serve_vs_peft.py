@@ -72,6 +72,13 @@ def make_prompts(fm: FrozenModel, length: int, words: dict, seed: int = 0) -> di
     return {name: make_prompt(fm, length, "class-labels", labels=words[name], seed=seed, task=name) for name in TASKS}
 
 
+def vllm_stream(fm: FrozenModel, seed: int) -> tuple[list[tuple[str, str]], dict[str, SoftPrompt]]:
+    """serve_vs_vllm.py's default classification stream (32 dev inputs per task, cut to 256 tokens) and its
+    P=100 class-label prompts: the in-process benchmarks of that stream use the same requests."""
+    stream, words = load_stream(fm, 32, 256, seed)
+    return stream, make_prompts(fm, 100, words, seed)
+
+
 def batches(stream: list, size: int) -> list[list]:
     return [stream[i: i + size] for i in range(0, len(stream), size)]
 
