@@ -160,10 +160,15 @@ def worker_ours(args: argparse.Namespace) -> None:
         cfg = ours_config(args, f"{scratch}/run")
         clock, last = Clock(args.minutes), {}
 
+        average = PromptAverage(args.average) if args.average else None
+
         def on_step(state: Any, prompt: Any) -> None:  # train() does not charge this callback's time to its budget
+            if average is not None:
+                average.update(prompt, state.step)
             last.update(prompt=prompt, steps=state.step)
             if clock.due():
-                checkpoint(clock, lambda: accuracy(fm, task, val, prompt), state.step, cfg.batch_size)
+                checkpoint(clock, lambda: accuracy(fm, task, val, prompt), state.step, cfg.batch_size,
+                           None if average is None else lambda: accuracy(fm, task, val, average.prompt(prompt)))
                 if not clock.checkpoints:
                     raise Done
         try:
@@ -172,6 +177,9 @@ def worker_ours(args: argparse.Namespace) -> None:
             pass
         while clock.checkpoints:  # train's own clock reached max_minutes a moment before this one did
             checkpoint(clock, lambda: accuracy(fm, task, val, last["prompt"]), last["steps"], cfg.batch_size)
+        if average is not None:  # both finals: which one to report is chosen on the last checkpoint's validation
+            emit({"kind": "final_averaged", "split": TASKS[args.task][1], "examples": len(final), "decay": args.average,
+                  "accuracy": accuracy(fm, task, final, average.prompt(last["prompt"]))})
         emit({"kind": "final", "split": TASKS[args.task][1], "examples": len(final),
               "accuracy": accuracy(fm, task, final, last["prompt"]),
               "recipe": {k: cfg.to_dict()[k] for k in ("recipe", "optimizer", "lr_schedule", "batch_size",
@@ -181,12 +189,35 @@ def worker_ours(args: argparse.Namespace) -> None:
               | {k: cfg.to_dict()[k] for k in args.ours_set}})
 
 
-def checkpoint(clock: Clock, evaluate: Any, steps: int, batch: int) -> None:
-    """Evaluate off the clock and emit one record per checkpoint passed."""
-    passed, acc = clock.evaluate(evaluate)
+def checkpoint(clock: Clock, evaluate: Any, steps: int, batch: int, evaluate_average: Any = None) -> None:
+    """Evaluate off the clock and emit one record per checkpoint passed (with --average, the averaged prompt's
+    accuracy too: the same run's trajectory, so a peer measured in the same run)."""
+    passed, (acc, acc_avg) = clock.evaluate(lambda: (evaluate(), evaluate_average and evaluate_average()))
     for minutes in passed:
         emit({"kind": "checkpoint", "minutes": minutes, "train_seconds": round(clock.seconds, 1), "steps": steps,
-              "examples_seen": steps * batch, "val_accuracy": acc})
+              "examples_seen": steps * batch, "val_accuracy": acc}
+             | ({} if acc_avg is None else {"val_accuracy_averaged": acc_avg}))
+
+
+class PromptAverage:
+    """An exponential moving average of the prompt's rows [P, H] over steps, decay min(d, (1+t)/(10+t)) at
+    step t (the warm-up keeps the init from dominating early checkpoints), evaluated beside the raw prompt."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay, self.rows = decay, None
+
+    def update(self, prompt: Any, step: int) -> None:
+        rows = prompt.embeddings.detach().float()
+        if self.rows is None:
+            self.rows = rows.clone()
+            return
+        d = min(self.decay, (1 + step) / (10 + step))
+        self.rows.mul_(d).add_(rows, alpha=1 - d)
+
+    def prompt(self, like: Any) -> Any:
+        from softprompt.model.prompt import SoftPrompt
+
+        return SoftPrompt(self.rows.clone(), dict(like.metadata))
 
 
 # ------------------------------------------------------------------------------------------------- PEFT
@@ -296,6 +327,8 @@ def run_worker(task: str, flags: list[str], args: argparse.Namespace) -> list[di
            "--minutes", *map(str, args.minutes), *flags]
     if args.final_limit:
         cmd += ["--final-limit", str(args.final_limit)]
+    if args.average and "--side" in flags and flags[flags.index("--side") + 1] == "ours":
+        cmd += ["--average", str(args.average)]
     cmd += [f for pair in args.task_file for f in ("--task-file", pair)]
     cmd += [f for key, value in args.ours_set.items() for f in ("--ours-set", f"{key}={json.dumps(value)}")]
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false"}
@@ -373,6 +406,7 @@ def parent(args: argparse.Namespace) -> None:
             records = run_worker(task, flags, args)
             runs[name] = {"checkpoints": [r for r in records if r["kind"] == "checkpoint"],
                           "final": next(r for r in records if r["kind"] == "final")}
+            runs[name] |= {"final_averaged": r for r in records if r["kind"] == "final_averaged"}
             print(f"[{task}] {name}: " + ", ".join(f"{c['minutes']}m {c['val_accuracy']:.3f}"
                                                     for c in runs[name]["checkpoints"])
                   + f"; final {runs[name]['final']['accuracy']:.4f}", file=sys.stderr, flush=True)
@@ -417,6 +451,8 @@ def main() -> None:
                         help="train and evaluate TASK from this task file instead (recipe pilots: another template)")
     parser.add_argument("--ours-set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a TrainConfig field for the ours systems (e.g. batch_size=16, lr=0.1); recorded")
+    parser.add_argument("--average", type=float, metavar="DECAY",
+                        help="ours: also evaluate an EMA of the prompt (e.g. 0.99) at every checkpoint")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=["ours", "peft"], help=argparse.SUPPRESS)
