@@ -148,6 +148,7 @@ def ours_config(args: argparse.Namespace, out: str) -> Any:
 def worker_ours(args: argparse.Namespace) -> None:
     """softprompt.train with a recipe; the step callback evaluates at each checkpoint and stops after the last."""
     from softprompt.model.loading import load_model
+    from softprompt.training.averaging import PromptAverage
     from softprompt.training.loop import train
 
     fm = load_model("default")
@@ -160,11 +161,14 @@ def worker_ours(args: argparse.Namespace) -> None:
         cfg = ours_config(args, f"{scratch}/run")
         clock, last = Clock(args.minutes), {}
 
-        average = PromptAverage(args.average) if args.average else None
+        averages: list[Any] = []  # --average: the library's EMA, over the rows from step 1 on (training/averaging.py)
 
         def on_step(state: Any, prompt: Any) -> None:  # train() does not charge this callback's time to its budget
-            if average is not None:
-                average.update(prompt, state.step)
+            if args.average and not averages:
+                averages.append(PromptAverage(prompt.embeddings, args.average))
+            elif averages:
+                averages[0].update(prompt.embeddings, state.step)
+            average = averages[0] if averages else None
             last.update(prompt=prompt, steps=state.step)
             if clock.due():
                 checkpoint(clock, lambda: accuracy(fm, task, val, prompt), state.step, cfg.batch_size,
@@ -177,9 +181,9 @@ def worker_ours(args: argparse.Namespace) -> None:
             pass
         while clock.checkpoints:  # train's own clock reached max_minutes a moment before this one did
             checkpoint(clock, lambda: accuracy(fm, task, val, last["prompt"]), last["steps"], cfg.batch_size)
-        if average is not None:  # both finals: which one to report is chosen on the last checkpoint's validation
+        if averages:  # both finals: which one to report is chosen on the last checkpoint's validation
             emit({"kind": "final_averaged", "split": TASKS[args.task][1], "examples": len(final), "decay": args.average,
-                  "accuracy": accuracy(fm, task, final, average.prompt(last["prompt"]))})
+                  "accuracy": accuracy(fm, task, final, averages[0].prompt(last["prompt"]))})
         emit({"kind": "final", "split": TASKS[args.task][1], "examples": len(final),
               "accuracy": accuracy(fm, task, final, last["prompt"]),
               "recipe": {k: cfg.to_dict()[k] for k in ("recipe", "optimizer", "lr_schedule", "batch_size",
@@ -197,27 +201,6 @@ def checkpoint(clock: Clock, evaluate: Any, steps: int, batch: int, evaluate_ave
         emit({"kind": "checkpoint", "minutes": minutes, "train_seconds": round(clock.seconds, 1), "steps": steps,
               "examples_seen": steps * batch, "val_accuracy": acc}
              | ({} if acc_avg is None else {"val_accuracy_averaged": acc_avg}))
-
-
-class PromptAverage:
-    """An exponential moving average of the prompt's rows [P, H] over steps, decay min(d, (1+t)/(10+t)) at
-    step t (the warm-up keeps the init from dominating early checkpoints), evaluated beside the raw prompt."""
-
-    def __init__(self, decay: float) -> None:
-        self.decay, self.rows = decay, None
-
-    def update(self, prompt: Any, step: int) -> None:
-        rows = prompt.embeddings.detach().float()
-        if self.rows is None:
-            self.rows = rows.clone()
-            return
-        d = min(self.decay, (1 + step) / (10 + step))
-        self.rows.mul_(d).add_(rows, alpha=1 - d)
-
-    def prompt(self, like: Any) -> Any:
-        from softprompt.model.prompt import SoftPrompt
-
-        return SoftPrompt(self.rows.clone(), dict(like.metadata))
 
 
 # ------------------------------------------------------------------------------------------------- PEFT
@@ -406,7 +389,9 @@ def parent(args: argparse.Namespace) -> None:
             records = run_worker(task, flags, args)
             runs[name] = {"checkpoints": [r for r in records if r["kind"] == "checkpoint"],
                           "final": next(r for r in records if r["kind"] == "final")}
-            runs[name] |= {"final_averaged": r for r in records if r["kind"] == "final_averaged"}
+            averaged = [r for r in records if r["kind"] == "final_averaged"]
+            if averaged:
+                runs[name]["final_averaged"] = averaged[0]
             print(f"[{task}] {name}: " + ", ".join(f"{c['minutes']}m {c['val_accuracy']:.3f}"
                                                     for c in runs[name]["checkpoints"])
                   + f"; final {runs[name]['final']['accuracy']:.4f}", file=sys.stderr, flush=True)

@@ -86,6 +86,9 @@ class TrainConfig:
     2023); every saved prompt is the folded, plain [P, H] matrix, so files work everywhere a prompt does."""
     reparam_hidden: int = 256
     """The residual MLP's bottleneck width (reparam=residual-mlp)."""
+    average_decay: float | None = None
+    """Evaluate, keep and save an exponential moving average of the prompt's rows (e.g. 0.99: about the last
+    100 steps) while the rows themselves train on (averaging.py). None: the rows as they are."""
     recipe: Recipe = Recipe.DEFAULT
     """default (AdamW 0.03, linear decay) or paper (Adafactor 0.3, constant: Lester et al. 2021); it fills the
     optimizer and lr schedule where they are not given."""
@@ -169,6 +172,9 @@ class TrainConfig:
         self.reparam = Reparam(self.reparam)
         if self.reparam is not Reparam.NONE and self.method is not Method.PROMPT_TUNING:
             raise ConfigError(f"reparam {self.reparam.value} reparameterizes a prompt; model tuning has none")
+        if self.average_decay is not None and not (0 < self.average_decay < 1 and self.method is Method.PROMPT_TUNING):
+            raise ConfigError(f"average_decay must be in (0, 1) and is for prompt tuning, got {self.average_decay} "
+                              f"with {self.method.value}")
         if not self.task and not self.task_file:
             raise ConfigError("give a task: --task NAME (e.g. sst2) or --task-file my_task.yaml")
         if self.task and self.task_file:

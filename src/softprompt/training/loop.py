@@ -29,6 +29,7 @@ from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import SoftPrompt
 from softprompt.scoring.objectives import target_prefix
 from softprompt.tasks.base import Example, Task
+from softprompt.training.averaging import PromptAverage
 from softprompt.training.batching import epoch_batches, split_micro
 from softprompt.training.checkpoint import load_checkpoint, save_checkpoint
 from softprompt.training.config import ConfigError, Loss, Method, Reparam, TrainConfig
@@ -82,6 +83,15 @@ class _Run:
     autocast: bool
     report: TensorBoardReport | None = None  # rank 0, with --report-to tensorboard
     reparam: ResidualPromptMLP | None = None  # --reparam: what learns instead of the rows; `prompt` is its fold
+    average: PromptAverage | None = None  # --average-decay: what is evaluated and saved instead of `prompt`
+
+    def shown(self) -> SoftPrompt | None:
+        """The prompt that is evaluated, saved and handed to on_step: the average where there is one."""
+        return self.prompt if self.average is None or self.prompt is None else self.average.prompt(self.prompt)
+
+    def saved(self) -> dict[str, torch.Tensor]:
+        """The tensors a checkpoint holds besides the optimizer's: what learns, and the average."""
+        return self.named if self.average is None else {**self.named, "average": self.average.rows}
 
 
 def distributed() -> tuple[int, int]:
@@ -127,8 +137,9 @@ def train(
 
         # 2. What learns: the prompt (fp32), or every weight of the model.
         prompt, named, reparam = _learners(cfg, fm, task, train_examples)
+        average = PromptAverage(prompt.embeddings, cfg.average_decay) if cfg.average_decay and prompt else None
         run = _Run(cfg, fm, task, rows, val_examples, prompt, named, make_optimizer(list(named.values()), cfg),
-                   out, rank, world, started, _autocast(cfg, fm), report, reparam)
+                   out, rank, world, started, _autocast(cfg, fm), report, reparam, average)
 
         # 3. Fresh start or resume from the last checkpoint.
         state = _start(run, resume)
@@ -163,15 +174,15 @@ def _loop(
                 run.report.log(record)
             if state.step % checkpoint_every == 0 or state.step == cfg.steps or state.stopped_early or out_of_time:
                 state.seconds = round(time.time() - run.started, 3)
-                save_checkpoint(run.dir.checkpoint, run.named, run.optimizer, state.to_counters())
+                save_checkpoint(run.dir.checkpoint, run.saved(), run.optimizer, state.to_counters())
                 if run.prompt is not None:  # model tuning keeps its best weights only (they are the model's size)
-                    _save_prompt(run.prompt, run.dir.last_prompt, {"step": state.step})
+                    _save_prompt(run.shown(), run.dir.last_prompt, {"step": state.step})
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_s']:.1f}",
                         best=state.best if state.best is None else f"{state.best:.4f}", **_budget(run, state))
         if on_step is not None:  # the caller's time (e.g. its own evaluations) is not charged to --max-minutes
             called = time.time()
-            on_step(state, run.prompt)
+            on_step(state, run.shown())
             run.started += time.time() - called
         if state.stopped_early or out_of_time:  # 4e. patience or the time budget ran out
             state.stopped_by = "max_minutes" if out_of_time and not state.stopped_early else "patience"
@@ -278,7 +289,7 @@ def _start(run: _Run, resume: bool) -> TrainState:
     """A fresh state and a clean run folder, or the state, weights and optimizer of the last checkpoint."""
     state = TrainState()
     if resume:
-        state = TrainState.from_counters(load_checkpoint(run.dir.checkpoint, run.named, run.optimizer))
+        state = TrainState.from_counters(load_checkpoint(run.dir.checkpoint, run.saved(), run.optimizer))
         # --max-minutes is the run's budget, not each process's: the time up to the checkpoint stays spent.
         run.started -= state.seconds
         if run.reparam is not None and run.prompt is not None:
@@ -329,6 +340,8 @@ def _step(run: _Run, state: TrainState, batch: list[int]) -> dict[str, Any]:
     run.optimizer.step()
     if run.reparam is not None and run.prompt is not None:
         run.reparam.fold_into(run.prompt)  # evaluation, files and on_step read the plain prompt
+    if run.average is not None and run.prompt is not None:
+        run.average.update(run.prompt.embeddings, state.step + 1)
     if not all(torch.isfinite(p).all() for p in run.named.values()):
         raise TrainingError(
             f"the update at step {state.step + 1} produced NaN/inf weights (lr {cfg.learning_rate} is too "
@@ -344,7 +357,7 @@ def _evaluate_and_keep(run: _Run, state: TrainState, record: dict[str, Any]) -> 
     """Evaluate on validation, save the prompt if it is the best so far, and count evals without a new best."""
     from softprompt.evaluation.evaluate import evaluate
 
-    result = evaluate(run.fm, run.task, run.val_examples, prompt=run.prompt, batch_size=run.cfg.eval_batch_size,
+    result = evaluate(run.fm, run.task, run.val_examples, prompt=run.shown(), batch_size=run.cfg.eval_batch_size,
                       progress=False, target_prefix=target_prefix(run.fm, run.cfg.target_sentinel))
     metric = float(result.metrics[run.task.main_metric])
     record["eval"] = result.metrics
@@ -369,7 +382,8 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
         "wall_seconds": round(time.time() - run.started, 1),
         "recipe": {"recipe": run.cfg.recipe.value, "optimizer": run.cfg.optimizer.value,
                    "lr": run.cfg.learning_rate, "lr_schedule": run.cfg.lr_schedule.value,
-                   "batch_size": run.cfg.batch_size, "prompt_length": run.cfg.prompt_length},
+                   "batch_size": run.cfg.batch_size, "prompt_length": run.cfg.prompt_length,
+                   "average_decay": run.cfg.average_decay},
         "prompt_path": str(best_path), "trainable_parameters": sum(p.numel() for p in run.named.values()),
         "train_examples": len(run.rows),
     }
@@ -387,7 +401,7 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
 def _save_best(run: _Run, meta: dict[str, Any]) -> None:
     """The new best: the prompt file, or for model tuning a save_pretrained folder published whole."""
     if run.prompt is not None:
-        _save_prompt(run.prompt, run.dir.best_prompt, meta)
+        _save_prompt(run.shown(), run.dir.best_prompt, meta)
         return
     fm = run.fm
 
