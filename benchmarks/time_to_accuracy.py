@@ -163,16 +163,19 @@ def worker_ours(args: argparse.Namespace) -> None:
 
         averages: list[Any] = []  # --average: the library's EMA, over the rows from step 1 on (training/averaging.py)
 
+        def on_val(prompt: Any) -> tuple[Any, Any]:
+            """(evaluate the prompt, evaluate its average or None) on the validation examples."""
+            return (lambda: accuracy(fm, task, val, prompt),
+                    (lambda: accuracy(fm, task, val, averages[0].prompt(prompt))) if averages else None)
+
         def on_step(state: Any, prompt: Any) -> None:  # train() does not charge this callback's time to its budget
             if args.average and not averages:
                 averages.append(PromptAverage(prompt.embeddings, args.average))
             elif averages:
                 averages[0].update(prompt.embeddings, state.step)
-            average = averages[0] if averages else None
             last.update(prompt=prompt, steps=state.step)
             if clock.due():
-                checkpoint(clock, lambda: accuracy(fm, task, val, prompt), state.step, cfg.batch_size,
-                           None if average is None else lambda: accuracy(fm, task, val, average.prompt(prompt)))
+                checkpoint(clock, *on_val(prompt), state.step, cfg.batch_size)
                 if not clock.checkpoints:
                     raise Done
         try:
@@ -180,7 +183,7 @@ def worker_ours(args: argparse.Namespace) -> None:
         except Done:
             pass
         while clock.checkpoints:  # train's own clock reached max_minutes a moment before this one did
-            checkpoint(clock, lambda: accuracy(fm, task, val, last["prompt"]), last["steps"], cfg.batch_size)
+            checkpoint(clock, *on_val(last["prompt"]), last["steps"], cfg.batch_size)
         if averages:  # both finals: which one to report is chosen on the last checkpoint's validation
             emit({"kind": "final_averaged", "split": TASKS[args.task][1], "examples": len(final), "decay": args.average,
                   "accuracy": accuracy(fm, task, final, averages[0].prompt(last["prompt"]))})
@@ -193,7 +196,7 @@ def worker_ours(args: argparse.Namespace) -> None:
               | {k: cfg.to_dict()[k] for k in args.ours_set}})
 
 
-def checkpoint(clock: Clock, evaluate: Any, steps: int, batch: int, evaluate_average: Any = None) -> None:
+def checkpoint(clock: Clock, evaluate: Any, evaluate_average: Any, steps: int, batch: int) -> None:
     """Evaluate off the clock and emit one record per checkpoint passed (with --average, the averaged prompt's
     accuracy too: the same run's trajectory, so a peer measured in the same run)."""
     passed, (acc, acc_avg) = clock.evaluate(lambda: (evaluate(), evaluate_average and evaluate_average()))
@@ -287,7 +290,7 @@ def worker_peft(args: argparse.Namespace) -> None:
         run.step(next(data), clock.fraction())
         done += 1
         if clock.due():
-            checkpoint(clock, lambda: accuracy(fm, task, val, run.prompt()), done, batch)
+            checkpoint(clock, lambda: accuracy(fm, task, val, run.prompt()), None, done, batch)
     emit({"kind": "final", "split": TASKS[args.task][1], "examples": len(final),
           "accuracy": accuracy(fm, task, final, run.prompt()),
           "recipe": {"optimizer": "adamw", "lr_schedule": "linear", **PEFT_DOC, "lr": args.lr, "init": "TEXT",
@@ -310,7 +313,7 @@ def run_worker(task: str, flags: list[str], args: argparse.Namespace) -> list[di
            "--minutes", *map(str, args.minutes), *flags]
     if args.final_limit:
         cmd += ["--final-limit", str(args.final_limit)]
-    if args.average and "--side" in flags and flags[flags.index("--side") + 1] == "ours":
+    if args.average:  # only the ours worker reads it
         cmd += ["--average", str(args.average)]
     cmd += [f for pair in args.task_file for f in ("--task-file", pair)]
     cmd += [f for key, value in args.ours_set.items() for f in ("--ours-set", f"{key}={json.dumps(value)}")]

@@ -137,7 +137,7 @@ def train(
 
         # 2. What learns: the prompt (fp32), or every weight of the model.
         prompt, named, reparam = _learners(cfg, fm, task, train_examples)
-        average = PromptAverage(prompt.embeddings, cfg.average_decay) if cfg.average_decay and prompt else None
+        average = PromptAverage(prompt.embeddings, cfg.average_decay) if cfg.average_decay and prompt is not None else None
         run = _Run(cfg, fm, task, rows, val_examples, prompt, named, make_optimizer(list(named.values()), cfg),
                    out, rank, world, started, _autocast(cfg, fm), report, reparam, average)
 
