@@ -125,6 +125,12 @@ def accuracy(fm: Any, task: Any, examples: list[Any], prompt: Any) -> float:
     return float(result.metrics[task.main_metric])
 
 
+def plot_path(out: str, task: str) -> Path:
+    """The PNG beside the JSON, named after it (time_to_accuracy.json -> time_to_accuracy_sst2.png), so runs
+    written to different --out files do not overwrite each other's figure."""
+    return Path(out).with_name(f"{Path(out).stem}_{task}.png")
+
+
 def emit(record: dict[str, Any]) -> None:
     print(TAG + json.dumps(record), flush=True)
 
@@ -402,7 +408,7 @@ def parent(args: argparse.Namespace) -> None:
             if out:  # after every system: a kill later still leaves the figures so far
                 Path(out).write_text(json.dumps(result, indent=2) + "\n")
         if out:
-            plot(task, runs, Path(out).with_name(f"time_to_accuracy_{task}.png"))
+            plot(task, runs, plot_path(out, task))
     result["wall_seconds"], result["complete"] = round(time.time() - started), True
     text = json.dumps(result, indent=2)
     if out:
