@@ -89,7 +89,7 @@ def main() -> None:
     fm = load_model("default")
     task = get_task("sst2")
     examples = task.examples("train", data_dir())[:4000]  # enough sentences for a few batches
-    rows = [r for r in encode_rows(fm, examples, TrainConfig(task="sst2")) if len(r.gold.input_ids) >= 15]
+    rows = [r for r in encode_rows(fm, examples, TrainConfig(task="sst2"), eos=True) if len(r.gold.input_ids) >= 15]
     batches = epoch_batches([r.length for r in rows], 32, 0, 0)
     result: dict[str, Any] = {
         "benchmark": "one softprompt train step on SST-2 (batch 32, inputs >= 15 tokens), profiled",

@@ -70,7 +70,7 @@ def main() -> None:
         task = resolve_task(cfg.task, task_file=cfg.task_file)
         examples = task.examples("train", cfg.data_dir)
         examples = random.Random(0).sample(examples, min(args.n, len(examples)))
-        rows = encode_rows(fm, examples, cfg)
+        rows = encode_rows(fm, examples, cfg, eos=True)  # the EOS is one of the parts measured
         assert all(r.gold.target_ids[-1] == fm.tokenizer.eos_token_id for r in rows)
         prompt = make_prompt(fm, cfg.prompt_length, cfg.init, labels=task.label_words, seed=cfg.seed, task=task.name)
         result["tasks"][name] = {"with_init_prompt": parts(fm, rows, prompt), "no_prompt": parts(fm, rows, None),

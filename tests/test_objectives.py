@@ -84,9 +84,9 @@ def test_sentinel_target_encoding_starts_with_the_sentinel_id():
         input_text, target_text, choices, label = "sentence : a fine day", "positive", ["negative", "positive"], 1
 
     cfg = TrainConfig(task="sst2", target_sentinel=True, loss="rank")
-    row = encode_rows(fm, [Ex()], cfg)[0]
+    row = encode_rows(fm, [Ex()], cfg, eos=True)[0]
     assert row.gold.target_ids[0] == sid and all(c.target_ids[0] == sid for c in row.choices)
-    assert encode_rows(fm, [Ex()], TrainConfig(task="sst2"))[0].gold.target_ids[0] != sid
+    assert encode_rows(fm, [Ex()], TrainConfig(task="sst2"), eos=True)[0].gold.target_ids[0] != sid
 
 
 def test_strip_sentinels():

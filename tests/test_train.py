@@ -87,7 +87,7 @@ def test_one_token_choices_share_one_row_and_the_rank_loss_is_unchanged():
     fm = tiny_causal()
     cfg = TrainConfig(task="sst2", loss="rank", prompt_length=3)
     texts = ["the movie was great", "a terrible film , boring", "the sky is blue on a clear day"]
-    rows = encode_rows(fm, [choice_example(t, ["the", "a"], i % 2) for i, t in enumerate(texts)], cfg)
+    rows = encode_rows(fm, [choice_example(t, ["the", "a"], i % 2) for i, t in enumerate(texts)], cfg, eos=True)
     assert all(len(r.choices) == 1 and r.choices[0].read_ids is not None for r in rows)  # " the", " a": 1 token
     per_choice = [Row(r.gold, [Encoded(r.gold.input_ids, [t]) for t in r.choices[0].read_ids], r.label) for r in rows]
     prompt = SoftPrompt(torch.randn(3, 32))
@@ -98,17 +98,48 @@ def test_one_token_choices_share_one_row_and_the_rank_loss_is_unchanged():
     torch.testing.assert_close(merged_loss, loss)
     torch.testing.assert_close(merged_grad, grad)
     # A multi-token choice keeps one row per choice.
-    (long,) = encode_rows(fm, [choice_example("the movie", ["the", "wonderful actors"], 1)], cfg)
+    (long,) = encode_rows(fm, [choice_example("the movie", ["the", "wonderful actors"], 1)], cfg, eos=True)
     assert len(long.choices) == 2 and all(c.read_ids is None for c in long.choices)
 
 
 def test_targets_end_in_eos_unless_target_eos_is_off():
     fm = tiny_causal()
     example = [choice_example("the movie", ["the", "wonderful actors"], 1)]
-    (with_eos,) = encode_rows(fm, example, TrainConfig(task="sst2"))
-    (without,) = encode_rows(fm, example, TrainConfig(task="sst2", target_eos=False))
+    (with_eos,) = encode_rows(fm, example, TrainConfig(task="sst2"), eos=True)
+    (without,) = encode_rows(fm, example, TrainConfig(task="sst2"), eos=False)
     assert with_eos.gold.target_ids == [*without.gold.target_ids, fm.tokenizer.eos_token_id]
     assert without.gold.target_ids and fm.tokenizer.eos_token_id not in without.gold.target_ids
+
+
+def test_the_default_recipe_drops_the_eos_only_where_answers_are_ranked_and_the_paper_never_does():
+    default, paper = TrainConfig(task="sst2"), TrainConfig(task="sst2", recipe="paper")
+    assert (default.ends_targets_with_eos(ranked=True), default.ends_targets_with_eos(ranked=False)) == (False, True)
+    assert paper.ends_targets_with_eos(ranked=True) and paper.ends_targets_with_eos(ranked=False)
+    for given in (True, False):  # a given value wins under either recipe
+        for recipe in ("default", "paper"):
+            cfg = TrainConfig(task="sst2", recipe=recipe, target_eos=given)
+            assert cfg.ends_targets_with_eos(ranked=True) is given and cfg.ends_targets_with_eos(ranked=False) is given
+    assert (default.batch_size, paper.batch_size, TrainConfig(task="sst2", batch_size=8).batch_size) == (16, 32, 8)
+
+
+@pytest.mark.parametrize("recipe, eos", [("default", False), ("paper", True)])
+def test_a_classification_run_trains_with_its_recipes_eos_and_its_summary_says_so(tmp_path, monkeypatch, recipe, eos):
+    import softprompt.training.rows as rows_module
+
+    fm = tiny_causal()
+    golds: list[list[int]] = []
+    real = rows_module.encode_pair
+
+    def spy(*args, **kwargs):
+        enc = real(*args, **kwargs)
+        golds.append(enc.target_ids)
+        return enc
+
+    monkeypatch.setattr(rows_module, "encode_pair", spy)
+    result = train(config(tmp_path, steps=1, eval_every=0, train_limit=8, batch_size=4, recipe=recipe), fm=fm,
+                   progress=False)
+    assert len(golds) == 8 and all((ids[-1] == fm.tokenizer.eos_token_id) is eos for ids in golds)
+    assert json.loads(RunDir(result.out_dir).summary.read_text())["recipe"]["target_eos"] is eos
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
@@ -273,7 +304,7 @@ def test_min_input_tokens_trains_on_the_longer_examples_only(tmp_path):
     examples = get_task("sst2").examples("train", TINY_DATA)
     keep = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed))[:64].tolist()
     long = sum(len(encode_pair(fm, examples[i].input_text, "x").input_ids) >= 40 for i in keep)
-    assert 8 <= long < 64 and len(encode_rows(fm, [examples[i] for i in keep], cfg)) == 64
+    assert 8 <= long < 64 and len(encode_rows(fm, [examples[i] for i in keep], cfg, eos=False)) == 64
     result = train(cfg, fm=fm, progress=False)
     assert json.loads(RunDir(result.out_dir).summary.read_text())["train_examples"] == long
     with pytest.raises(TrainingError, match=r"have >= 100000 input tokens \(batch size 8\): lower --min-input-tokens"):

@@ -28,7 +28,7 @@ from softprompt.model.attention import training_attention
 from softprompt.model.frozen import FrozenModel
 from softprompt.model.prompt import SoftPrompt
 from softprompt.scoring.objectives import target_prefix
-from softprompt.tasks.base import Example, Task
+from softprompt.tasks.base import Example, Mode, Task
 from softprompt.training.averaging import PromptAverage
 from softprompt.training.batching import epoch_batches, split_micro
 from softprompt.training.checkpoint import load_checkpoint, save_checkpoint
@@ -242,7 +242,7 @@ def _data(
         raise ConfigError(f"--loss rank needs choices for every example; {task.name} generates free text")
     if eval_examples is None:
         eval_examples = task.examples("validation", cfg.data_dir, limit=cfg.eval_limit)
-    rows = encode_rows(fm, train_examples, cfg)
+    rows = encode_rows(fm, train_examples, cfg, eos=cfg.ends_targets_with_eos(task.default_mode is Mode.RANK))
     if cfg.min_input_tokens:
         rows = [r for r in rows if len(r.gold.input_ids) >= cfg.min_input_tokens]
         if len(rows) < cfg.batch_size:
@@ -383,7 +383,8 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
         "recipe": {"recipe": run.cfg.recipe.value, "optimizer": run.cfg.optimizer.value,
                    "lr": run.cfg.learning_rate, "lr_schedule": run.cfg.lr_schedule.value,
                    "batch_size": run.cfg.batch_size, "prompt_length": run.cfg.prompt_length,
-                   "average_decay": run.cfg.average_decay},
+                   "average_decay": run.cfg.average_decay,
+                   "target_eos": run.cfg.ends_targets_with_eos(run.task.default_mode is Mode.RANK)},
         "prompt_path": str(best_path), "trainable_parameters": sum(p.numel() for p in run.named.values()),
         "train_examples": len(run.rows),
     }

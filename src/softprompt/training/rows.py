@@ -28,13 +28,13 @@ class Row:
         return len(self.gold.input_ids) + len(self.gold.target_ids)
 
 
-def encode_rows(fm: FrozenModel, examples: list[Any], cfg: TrainConfig) -> list[Row]:
-    """Tokenize every training example once (targets end in EOS so generation learns to stop, unless
-    `target_eos` is off; with `target_sentinel` they start with "<extra_id_0> ", see objectives.py)."""
+def encode_rows(fm: FrozenModel, examples: list[Any], cfg: TrainConfig, eos: bool) -> list[Row]:
+    """Tokenize every training example once (with `eos` targets end in EOS so generation learns to stop: see
+    TrainConfig.ends_targets_with_eos; with `target_sentinel` they start with "<extra_id_0> ", objectives.py)."""
     prefix = target_prefix(fm, cfg.target_sentinel)
     rows = []
     for ex in examples:
-        gold = encode_pair(fm, ex.input_text, prefix + ex.target_text, append_eos=cfg.target_eos)
+        gold = encode_pair(fm, ex.input_text, prefix + ex.target_text, append_eos=eos)
         gold.input_ids = cut_input(gold.input_ids, cfg.max_input_tokens)
         choices = []
         if cfg.loss is Loss.RANK:
