@@ -107,7 +107,7 @@ class TrainConfig:
     """Adafactor's β2 decay exponent (paper: 0.8, written -0.8 in torch)."""
     batch_size: int | None = None
     """Examples per optimizer step, before gradient accumulation splits it (default recipe: 16; paper: 32). Per
-    minute of training, twice the steps of half the batch learned more (BANKING77, SST-2: README)."""
+    minute of training, twice the steps of half the batch learned more on BANKING77 and as much on SST-2 (README)."""
     grad_accum: int = 1
     """Split each step's batch into this many micro-batches (same result, less memory)."""
     steps: int = 1000
