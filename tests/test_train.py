@@ -12,6 +12,7 @@ import pytest
 import torch
 from tiny import TINY_DATA, tiny_causal
 
+from softprompt.evaluation.evaluate import generation_caveat
 from softprompt.model.prompt import SoftPrompt
 from softprompt.scoring import Encoded
 from softprompt.tasks.base import Mode, Task, choice_example
@@ -140,6 +141,10 @@ def test_a_classification_run_trains_with_its_recipes_eos_and_its_summary_says_s
                    progress=False)
     assert len(golds) == 8 and all((ids[-1] == fm.tokenizer.eos_token_id) is eos for ids in golds)
     assert json.loads(RunDir(result.out_dir).summary.read_text())["recipe"]["target_eos"] is eos
+    # the prompt file records it too, and generate-mode evaluation explains the missing stop
+    prompt = SoftPrompt.load(result.prompt_path, model=fm)
+    assert prompt.metadata["targets_end_with_eos"] is eos
+    assert (generation_caveat(prompt) is None) is eos and generation_caveat(None) is None
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):

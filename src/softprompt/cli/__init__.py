@@ -216,7 +216,7 @@ def eval_command(
     """
     from softprompt.cli.prompt_files import prompt_files
     from softprompt.evaluation.baselines import draw_shots
-    from softprompt.evaluation.evaluate import evaluate, write_predictions
+    from softprompt.evaluation.evaluate import evaluate, generation_caveat, write_predictions
     from softprompt.tasks import Mode, TaskError, resolve_task
 
     prompt = prompt_files(prompt, more_prompts)
@@ -243,6 +243,9 @@ def eval_command(
     results = []
     for path in prompt or [None]:
         soft = SoftPrompt.load(path, model=fm) if path is not None else None
+        caveat = generation_caveat(soft) if (Mode(mode) if mode else chosen.default_mode) is Mode.GENERATE else None
+        if caveat:
+            typer.echo(f"note: {path}: {caveat}", err=True)
         result = evaluate(fm, chosen, examples, prompt=soft, mode=mode, batch_size=batch_size,
                           instruction=instruction, shots=shot_examples)
         summary = {**result.summary(), "split": split, "prompt": str(path) if path else None,

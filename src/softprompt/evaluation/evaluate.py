@@ -138,6 +138,19 @@ def evaluate(
     return EvalResult(task.name, mode, metrics, predictions, counts, scores, answer_counts(task, examples, predictions))
 
 
+def generation_caveat(prompt: SoftPrompt | None) -> str | None:
+    """Why greedy exact-match generation undercounts with this prompt, or None.
+
+    A prompt trained without the EOS term (the default recipe for tasks scored by rank) learns to rank the
+    label words but not to stop after one, so generate mode sees e.g. "positive positive positive".
+    """
+    if prompt is None or prompt.metadata.get("targets_end_with_eos") is not False:
+        return None
+    return ("this prompt was trained without the EOS term (the default recipe for tasks scored by rank), so it "
+            "does not learn to stop after the label: exact-match generate scores undercount it. Use --mode rank, "
+            "or retrain with --target-eos for generation.")
+
+
 def _default_new_tokens(fm: FrozenModel, choices: Sequence[Sequence[str] | None]) -> int:
     """Enough tokens for the longest label word plus a little, so a wrong long output is still seen."""
     words = {w for c in choices if c for w in c}

@@ -268,7 +268,9 @@ def _learners(
         fm, cfg.prompt_length, init, labels=task.label_words, text=cfg.init_text, path=cfg.init_file,
         texts=[ex.input_text for ex in train_examples], seed=cfg.seed, task=task.name,
     )
-    prompt.metadata.update(label_words=task.label_words, train_config=cfg.to_dict())
+    # Recorded so that generation can say why a classification prompt trained without EOS keeps talking.
+    prompt.metadata.update(label_words=task.label_words, train_config=cfg.to_dict(),
+                           targets_end_with_eos=cfg.ends_targets_with_eos(task.default_mode is Mode.RANK))
     if cfg.target_sentinel:  # evaluation scores and generates targets in the trained format
         prompt.metadata["target_prefix"] = target_prefix(fm)
     if cfg.reparam is Reparam.RESIDUAL_MLP:
