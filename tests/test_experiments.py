@@ -23,10 +23,10 @@ REPO_STUDIES = Path(__file__).resolve().parents[1] / "experiments" / "studies"
 BUDGET = "{steps: 2, batch_size: 4, eval_every: 1, eval_limit: 8, train_limit: 16, lr_model_tuning: 1.0e-3}"
 
 
-def write_study(folder: Path, name: str, variants: str, models: str = "[tiny]") -> Path:
+def write_study(folder: Path, name: str, variants: str, models: str = "[tiny]", budget: str = BUDGET) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
-    path.write_text(f"study: {name}\nmodels: {models}\nbudget: {BUDGET}\n"
+    path.write_text(f"study: {name}\nmodels: {models}\nbudget: {budget}\n"
                     f"instructions: {{sst2: 'Sentiment?'}}\nvariants:\n{variants}\n")
     return path
 
@@ -126,6 +126,36 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
     assert status(paths, variant) == "todo"
     redo = run_variants([variant], paths, data_dir=str(TINY_DATA), loader=tiny_loader, log=lines.append)
     assert redo.done == ["tiny__sst2__zero-shot"] and json.loads(target.read_text())["method"] == "zero-shot"
+
+
+def test_results_and_runs_made_with_the_eos_term_do_not_count_for_the_default_recipe(tmp_path):
+    import hashlib
+
+    root = tmp_path / "experiments"
+    paper = load_study(write_study(root / "studies", "paper", "  - {task: sst2, prompt_length: 4}")).variants()[0]
+    default = load_study(write_study(root / "studies", "default", "  - {task: sst2, prompt_length: 4}",
+                                     budget=BUDGET[:-1] + ", recipe: default}")).variants()[0]
+    assert paper.targets_end_with_eos and not default.targets_end_with_eos  # SST-2 is ranked
+    # The paper's fingerprint is what it was before the default dropped the EOS: its old results still count.
+    old = {"id": paper.id, "budget": paper.budget, "instruction": None, "quick": False}
+    assert paper.fingerprint == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    paths = ResultPaths(root)
+    assert run_variants([default], paths, data_dir=str(TINY_DATA), loader=tiny_loader, log=print).done
+    run = RunDir(root / "runs" / default.id)
+    assert json.loads(run.summary.read_text())["recipe"]["target_eos"] is False
+    # A result and a finished run from before (the default then trained with EOS): both are redone.
+    result = paths.result_path(default)
+    made = json.loads(result.read_text())
+    result.write_text(json.dumps({**made, "fingerprint": hashlib.sha256(json.dumps(
+        {"id": default.id, "budget": default.budget, "instruction": None, "quick": False},
+        sort_keys=True).encode()).hexdigest()[:16]}))
+    summary = json.loads(run.summary.read_text())
+    del summary["recipe"]["target_eos"]
+    run.summary.write_text(json.dumps(summary))
+    assert status(paths, default) == "todo"
+    assert run_variants([default], paths, data_dir=str(TINY_DATA), loader=tiny_loader, log=print).done
+    assert json.loads(run.summary.read_text())["recipe"]["target_eos"] is False  # retrained, not reused
+    assert json.loads(result.read_text())["fingerprint"] == default.fingerprint
 
 
 def test_majority_variant_needs_no_model_and_scores_the_most_common_training_class(tmp_path, real_data):

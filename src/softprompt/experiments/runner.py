@@ -203,13 +203,22 @@ def _train_config(variant: Variant, out: Path, data_dir: str | None, method: str
     )
 
 
-def _train_once(cfg: Any, fm: FrozenModel | None, sp: protocol.Splits | None = None,
+def _trained_eos(run: RunDir) -> bool:
+    """Whether a finished run's targets ended in EOS (runs from before summary.json said so always did)."""
+    return bool(json.loads(run.summary.read_text()).get("recipe", {}).get("target_eos", True))
+
+
+def _train_once(cfg: Any, fm: FrozenModel | None, eos: bool, sp: protocol.Splits | None = None,
                 task: Any = None) -> dict[str, Any]:
-    """Train into cfg.out unless it already finished there; resume a run that was cut off. With `sp` (v2),
-    train on its train split and pick the best step on its selection split."""
+    """Train into cfg.out unless it already finished there with the same EOS choice (`eos`, the variant's);
+    resume a run that was cut off. With `sp` (v2), train on its train split and pick the best step on its
+    selection split."""
     from softprompt.training.loop import train
 
     run = RunDir(cfg.out)
+    if run.finished and _trained_eos(run) is not eos:
+        shutil.rmtree(run.root)  # trained under an older default recipe (with the EOS term): a scratch run, redone
+        run = RunDir(cfg.out)
     if not run.finished:
         data = {"task": task, "train_examples": sp.train, "eval_examples": sp.select} if sp else {}
         train(cfg, fm=fm, resume=run.checkpoint.is_file(), progress=False, **data)
@@ -263,7 +272,8 @@ def run_prompt_tuning(variant: Variant, paths: ResultPaths, models: ModelCache, 
     fm = models.get(variant.model)
     run = RunDir(paths.runs / variant.train_id)  # shared by variants that differ only in their transfer targets
     v2 = _v2_splits(variant, data_dir)
-    summary = _train_once(_train_config(variant, run.root, data_dir, "prompt-tuning"), fm, *v2)
+    summary = _train_once(_train_config(variant, run.root, data_dir, "prompt-tuning"), fm,
+                          variant.targets_end_with_eos, *v2)
     prompt = SoftPrompt.load(run.best_prompt, model=fm)
     limit = variant.budget.get("eval_limit", 300)
     result: dict[str, Any] = {"steps": summary["steps_done"], "best_step": summary["best_step"],
@@ -289,7 +299,8 @@ def run_model_tuning(variant: Variant, paths: ResultPaths, models: ModelCache, d
     # the shared frozen model; a finished run needs no model at all.
     trained = run.finished
     v2 = _v2_splits(variant, data_dir)
-    summary = _train_once(cfg, None if trained else models.loader(variant.model, dtype="fp32"), *v2)
+    summary = _train_once(cfg, None if trained else models.loader(variant.model, dtype="fp32"),
+                          variant.targets_end_with_eos, *v2)
     result: dict[str, Any] = {"steps": summary["steps_done"], "best_step": summary["best_step"],
                               "train_attention": summary["attention"]}
     if v2:
@@ -380,8 +391,9 @@ def run_ensemble(variant: Variant, paths: ResultPaths, models: ModelCache, data_
     members = [out.member(i) for i in range(variant.knobs["k"])]
     if v2 := _v2_splits(variant, data_dir):
         sp, task = v2  # members seed .. seed + k - 1, each picking its best step on the selection split
+        eos = variant.targets_end_with_eos
         for i, member in enumerate(members):
-            _train_once(replace(cfg, seed=cfg.seed + i, out=str(member.root)), fm, sp, task)
+            _train_once(replace(cfg, seed=cfg.seed + i, out=str(member.root)), fm, eos, sp, task)
         examples = sp.report
     else:
         if not all(m.finished for m in members):

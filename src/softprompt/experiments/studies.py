@@ -40,6 +40,7 @@ class Kind(StrEnum):
     COST = "cost"
 
 
+TRAINED = {Kind.PROMPT_TUNING, Kind.MODEL_TUNING, Kind.ENSEMBLE}  # kinds whose result depends on the recipe
 SHORT = {Kind.PROMPT_TUNING: "pt", Kind.MODEL_TUNING: "mt", Kind.ZERO_SHOT: "zero-shot",
          Kind.FEW_SHOT: "few-shot", Kind.MAJORITY: "majority", Kind.ENSEMBLE: "ensemble", Kind.COST: "cost"}
 MODEL_LABELS = {"default": "SmolLM2-135M", "gemma-3-270m": "Gemma-3-270M"}
@@ -107,7 +108,21 @@ class Variant:
         data = {"id": self.id, "budget": self.budget, "instruction": self.instruction, "quick": self.quick}
         if self.task_file:  # only when set: fingerprints of built-in-task variants stay what they were
             data["task_file"] = Path(self.task_file).name
+        if self.kind in TRAINED and not self.targets_end_with_eos:
+            # Only when off: every run before the default recipe dropped the EOS term trained with it, so those
+            # fingerprints stand, while results made under the old default no longer match the new one.
+            data["target_eos"] = False
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def targets_end_with_eos(self) -> bool:
+        """Whether this variant's training targets end in EOS under its budget's recipe (`TrainConfig`)."""
+        from softprompt.tasks import Mode, resolve_task
+        from softprompt.training.config import TrainConfig
+
+        task = resolve_task(None, self.task_file) if self.task_file else resolve_task(self.task)
+        cfg = TrainConfig(task=task.name, recipe=self.budget.get("recipe", "paper"))
+        return cfg.ends_targets_with_eos(ranked=task.default_mode is Mode.RANK)
 
     @property
     def model_label(self) -> str:
