@@ -128,17 +128,22 @@ def test_runner_writes_results_skips_reuses_and_survives_a_failure(tmp_path):
     assert redo.done == ["tiny__sst2__zero-shot"] and json.loads(target.read_text())["method"] == "zero-shot"
 
 
-def test_results_and_runs_made_with_the_eos_term_do_not_count_for_the_default_recipe(tmp_path):
+def fingerprint_before_eos(variant) -> str:
+    """A variant's fingerprint as computed before it could hold the EOS choice."""
     import hashlib
 
+    data = {"id": variant.id, "budget": variant.budget, "instruction": variant.instruction, "quick": variant.quick}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_results_and_runs_made_with_the_eos_term_do_not_count_for_the_default_recipe(tmp_path):
     root = tmp_path / "experiments"
     paper = load_study(write_study(root / "studies", "paper", "  - {task: sst2, prompt_length: 4}")).variants()[0]
     default = load_study(write_study(root / "studies", "default", "  - {task: sst2, prompt_length: 4}",
                                      budget=BUDGET[:-1] + ", recipe: default}")).variants()[0]
     assert paper.targets_end_with_eos and not default.targets_end_with_eos  # SST-2 is ranked
     # The paper's fingerprint is what it was before the default dropped the EOS: its old results still count.
-    old = {"id": paper.id, "budget": paper.budget, "instruction": None, "quick": False}
-    assert paper.fingerprint == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    assert paper.fingerprint == fingerprint_before_eos(paper)
     paths = ResultPaths(root)
     assert run_variants([default], paths, data_dir=str(TINY_DATA), loader=tiny_loader, log=print).done
     run = RunDir(root / "runs" / default.id)
@@ -146,9 +151,7 @@ def test_results_and_runs_made_with_the_eos_term_do_not_count_for_the_default_re
     # A result and a finished run from before (the default then trained with EOS): both are redone.
     result = paths.result_path(default)
     made = json.loads(result.read_text())
-    result.write_text(json.dumps({**made, "fingerprint": hashlib.sha256(json.dumps(
-        {"id": default.id, "budget": default.budget, "instruction": None, "quick": False},
-        sort_keys=True).encode()).hexdigest()[:16]}))
+    result.write_text(json.dumps({**made, "fingerprint": fingerprint_before_eos(default)}))
     summary = json.loads(run.summary.read_text())
     del summary["recipe"]["target_eos"]
     run.summary.write_text(json.dumps(summary))
