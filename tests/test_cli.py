@@ -269,6 +269,23 @@ def test_eval_takes_the_files_a_shell_glob_expands_to(monkeypatch, capsys, model
     assert code == 0 and json.loads(out)["prompt"] == files[1], err
 
 
+def test_eval_in_generate_mode_says_why_a_prompt_trained_without_eos_undercounts(monkeypatch, capsys, tmp_path,
+                                                                                 model_dir, ensemble_dir):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source = ensemble_dir / "member-0" / "prompt.safetensors"
+    with safe_open(source, "pt") as handle:
+        header, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    for eos, noted in (("false", True), ("true", False)):
+        path = tmp_path / f"eos-{eos}.safetensors"
+        save_file(tensors, path, metadata={**header, "targets_end_with_eos": eos})
+        code, out, err = _eval(monkeypatch, capsys, model_dir, "--prompt", str(path), "--mode", "generate")
+        assert code == 0 and ("does not learn to stop" in err) is noted, err
+        code, out, err = _eval(monkeypatch, capsys, model_dir, "--prompt", str(path))  # rank mode: nothing to say
+        assert code == 0 and "does not learn to stop" not in err, err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
