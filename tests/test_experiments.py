@@ -142,6 +142,11 @@ def test_results_and_runs_made_with_the_eos_term_do_not_count_for_the_default_re
     default = load_study(write_study(root / "studies", "default", "  - {task: sst2, prompt_length: 4}",
                                      budget=BUDGET[:-1] + ", recipe: default}")).variants()[0]
     assert paper.targets_end_with_eos and not default.targets_end_with_eos  # SST-2 is ranked
+    from softprompt.tasks import Mode
+    from softprompt.tasks.custom import task_file_mode
+
+    # a task file's mode is read from its fields, without its data (plan runs where the data is not at hand)
+    assert task_file_mode(REPO_STUDIES.parents[1] / "examples" / "banking77.yaml") is Mode.RANK
     # The paper's fingerprint is what it was before the default dropped the EOS: its old results still count.
     assert paper.fingerprint == fingerprint_before_eos(paper)
     paths = ResultPaths(root)

@@ -117,12 +117,14 @@ class Variant:
     @property
     def targets_end_with_eos(self) -> bool:
         """Whether this variant's training targets end in EOS under its budget's recipe (`TrainConfig`)."""
-        from softprompt.tasks import Mode, resolve_task
+        from softprompt.tasks import Mode, get_task
+        from softprompt.tasks.custom import task_file_mode
         from softprompt.training.config import TrainConfig
 
-        task = resolve_task(None, self.task_file) if self.task_file else resolve_task(self.task)
-        cfg = TrainConfig(task=task.name, recipe=self.budget.get("recipe", "paper"))
-        return cfg.ends_targets_with_eos(ranked=task.default_mode is Mode.RANK)
+        # A task file's mode comes from its fields alone: `plan` works where its data files are not at hand.
+        mode = task_file_mode(self.task_file) if self.task_file else get_task(self.task or "").default_mode
+        cfg = TrainConfig(task=self.task, recipe=self.budget.get("recipe", "paper"))
+        return cfg.ends_targets_with_eos(ranked=mode is Mode.RANK)
 
     @property
     def model_label(self) -> str:

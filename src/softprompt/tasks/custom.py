@@ -99,6 +99,13 @@ class _Doc:
         return TaskFileError(f"{self.path}{where}: field '{field}': {message}")
 
 
+def task_file_mode(path: str | Path) -> Mode:
+    """A task file's default mode without reading its data: rank for a classification task (`label_field`), else
+    generate. For planning (which recipe a study variant trains with) where the data may not be at hand."""
+    spec = _Doc(Path(path).expanduser()).data
+    return Mode.RANK if isinstance(spec, dict) and "label_field" in spec else Mode.GENERATE
+
+
 def load_task_file(path: str | Path) -> Task:
     """Build a task from a YAML task file (see the module docstring for the format)."""
     doc = _Doc(Path(path).expanduser())
