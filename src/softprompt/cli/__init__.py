@@ -243,11 +243,10 @@ def eval_command(
     results = []
     for path in prompt or [None]:
         soft = SoftPrompt.load(path, model=fm) if path is not None else None
-        caveat = generation_caveat(soft) if (Mode(mode) if mode else chosen.default_mode) is Mode.GENERATE else None
-        if caveat:
-            typer.echo(f"note: {path}: {caveat}", err=True)
         result = evaluate(fm, chosen, examples, prompt=soft, mode=mode, batch_size=batch_size,
                           instruction=instruction, shots=shot_examples)
+        if result.mode is Mode.GENERATE and (caveat := generation_caveat(soft)):
+            typer.echo(f"note: {path}: {caveat}", err=True)
         summary = {**result.summary(), "split": split, "prompt": str(path) if path else None,
                    "instruction": instruction, "shots": shots}
         results.append(summary)

@@ -195,7 +195,7 @@ def _train_config(variant: Variant, out: Path, data_dir: str | None, method: str
     # v1 studies test the paper's claims with its recipe, whatever train's default is; a budget may name another.
     task = {"task_file": variant.task_file} if variant.task_file else {"task": variant.task}
     return TrainConfig(
-        **task, model=variant.model, method=method, recipe=b.get("recipe", "paper"), prompt_length=k["prompt_length"], init=k["init"],
+        **task, model=variant.model, method=method, recipe=variant.recipe, prompt_length=k["prompt_length"], init=k["init"],
         seed=k["seed"], lr=lr, steps=b.get("steps", 200), batch_size=b.get("batch_size", 16),
         eval_every=b.get("eval_every", 100), eval_limit=b.get("eval_limit", 300),
         eval_batch_size=b.get("eval_batch_size", 32), max_minutes=b.get("max_minutes"),

@@ -15,6 +15,7 @@ at P=100 with class-label init is one run, whether the methods, length or init s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -115,6 +116,11 @@ class Variant:
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
+    def recipe(self) -> str:
+        """The training recipe its budget names; the paper's when it names none."""
+        return str(self.budget.get("recipe", "paper"))
+
+    @functools.cached_property  # fingerprint reads it for every status check; a task file is parsed once
     def targets_end_with_eos(self) -> bool:
         """Whether this variant's training targets end in EOS under its budget's recipe (`TrainConfig`)."""
         from softprompt.tasks import Mode, get_task
@@ -123,7 +129,7 @@ class Variant:
 
         # A task file's mode comes from its fields alone: `plan` works where its data files are not at hand.
         mode = task_file_mode(self.task_file) if self.task_file else get_task(self.task or "").default_mode
-        cfg = TrainConfig(task=self.task, recipe=self.budget.get("recipe", "paper"))
+        cfg = TrainConfig(task=self.task, recipe=self.recipe)
         return cfg.ends_targets_with_eos(ranked=mode is Mode.RANK)
 
     @property

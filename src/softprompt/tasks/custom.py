@@ -103,7 +103,12 @@ def task_file_mode(path: str | Path) -> Mode:
     """A task file's default mode without reading its data: rank for a classification task (`label_field`), else
     generate. For planning (which recipe a study variant trains with) where the data may not be at hand."""
     spec = _Doc(Path(path).expanduser()).data
-    return Mode.RANK if isinstance(spec, dict) and "label_field" in spec else Mode.GENERATE
+    return _mode(spec) if isinstance(spec, dict) else Mode.GENERATE
+
+
+def _mode(spec: dict[str, Any]) -> Mode:
+    """Classification tasks (a `label_field`) rank their label words; the others generate."""
+    return Mode.RANK if "label_field" in spec else Mode.GENERATE
 
 
 def load_task_file(path: str | Path) -> Task:
@@ -170,7 +175,7 @@ def load_task_file(path: str | Path) -> Task:
 
     field = str(spec["label_field"] if is_classification else spec["target_field"])
     formatter = _formatter(doc, template, field, labels, label_words)
-    mode = Mode.RANK if is_classification else Mode.GENERATE
+    mode = _mode(spec)
     return CustomTask(str(name), label_words, mode, main_metric, metric_names, files, formatter,
                       positive=str(positive) if positive is not None else None,
                       notes=str(spec.get("description", f"user task from {doc.path}")), doc=doc,
