@@ -222,6 +222,11 @@ def _join(cfg: TrainConfig) -> tuple[int, int]:
     return rank, world
 
 
+def _target_eos(cfg: TrainConfig, task: Task) -> bool:
+    """Whether this run's targets end with EOS: the rows, the prompt file and summary.json must agree."""
+    return cfg.ends_targets_with_eos(task.default_mode is Mode.RANK)
+
+
 def _data(
     cfg: TrainConfig, fm: FrozenModel, task: Task | None, train_examples: list[Example] | None,
     eval_examples: list[Example] | None,
@@ -242,7 +247,7 @@ def _data(
         raise ConfigError(f"--loss rank needs choices for every example; {task.name} generates free text")
     if eval_examples is None:
         eval_examples = task.examples("validation", cfg.data_dir, limit=cfg.eval_limit)
-    rows = encode_rows(fm, train_examples, cfg, eos=cfg.ends_targets_with_eos(task.default_mode is Mode.RANK))
+    rows = encode_rows(fm, train_examples, cfg, eos=_target_eos(cfg, task))
     if cfg.min_input_tokens:
         rows = [r for r in rows if len(r.gold.input_ids) >= cfg.min_input_tokens]
         if len(rows) < cfg.batch_size:
@@ -270,7 +275,7 @@ def _learners(
     )
     # Recorded so that generation can say why a classification prompt trained without EOS keeps talking.
     prompt.metadata.update(label_words=task.label_words, train_config=cfg.to_dict(),
-                           targets_end_with_eos=cfg.ends_targets_with_eos(task.default_mode is Mode.RANK))
+                           targets_end_with_eos=_target_eos(cfg, task))
     if cfg.target_sentinel:  # evaluation scores and generates targets in the trained format
         prompt.metadata["target_prefix"] = target_prefix(fm)
     if cfg.reparam is Reparam.RESIDUAL_MLP:
@@ -386,7 +391,7 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
                    "lr": run.cfg.learning_rate, "lr_schedule": run.cfg.lr_schedule.value,
                    "batch_size": run.cfg.batch_size, "prompt_length": run.cfg.prompt_length,
                    "average_decay": run.cfg.average_decay,
-                   "target_eos": run.cfg.ends_targets_with_eos(run.task.default_mode is Mode.RANK)},
+                   "target_eos": _target_eos(run.cfg, run.task)},
         "prompt_path": str(best_path), "trainable_parameters": sum(p.numel() for p in run.named.values()),
         "train_examples": len(run.rows),
     }
