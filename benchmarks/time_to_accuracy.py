@@ -44,6 +44,9 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_vs_peft import guide_batch, machine_and_peaks  # noqa: E402  (a sibling benchmark's)
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TAG = "@@ "  # worker -> parent result lines on stdout
@@ -246,14 +249,7 @@ class PeftRun:
         """One AdamW step at lr0 * (1 - spent): `spent` is the budget's fraction used (linear decay, no warm-up)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * (1.0 - spent)
-        length = max(PEFT_DOC["max_length"], max(len(i) + len(t) for i, t in rows))
-        ids, mask, labels = [], [], []
-        for inp, tgt in rows:
-            n = len(inp) + len(tgt)
-            ids.append([self.pad] * (length - n) + inp + tgt)
-            mask.append([0] * (length - n) + [1] * n)
-            labels.append([-100] * (length - len(tgt)) + tgt)
-        out = self.model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), labels=torch.tensor(labels))
+        out = self.model(**guide_batch(rows, self.pad, PEFT_DOC["max_length"]))
         out.loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad()
@@ -378,9 +374,6 @@ def plot(task: str, runs: dict[str, Any], path: Path) -> None:
 
 
 def parent(args: argparse.Namespace) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from train_vs_peft import machine_and_peaks  # a sibling benchmark's; imported here, not in the workers
-
     if args.quick:
         args.minutes, args.val_n, args.final_limit, args.peft_lrs = [0.05, 0.1], 16, 16, [3e-1]
     out = args.out or (None if args.quick else str(RESULTS / "time_to_accuracy.json"))

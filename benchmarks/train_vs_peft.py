@@ -109,6 +109,19 @@ def batches(fm: Any, regime: str, count: int, seed: int, max_length: int, fixed_
 
 # ----------------------------------------------------------------------------------------- the two sides
 
+def guide_batch(rows: list[tuple[list[int], list[int]]], pad: int, max_length: int) -> dict[str, torch.Tensor]:
+    """PEFT's causal-LM prompt-tuning guide's preprocessing of (input ids, target ids) rows: input + target,
+    left-padded to max(max_length, longest row), labels -100 on the input and the padding. Tensors [B, T]."""
+    length = max(max_length, max(len(i) + len(t) for i, t in rows))
+    ids, mask, labels = [], [], []
+    for inp, tgt in rows:
+        n = len(inp) + len(tgt)
+        ids.append([pad] * (length - n) + inp + tgt)
+        mask.append([0] * (length - n) + [1] * n)
+        labels.append([-100] * (length - len(tgt)) + tgt)
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
+
+
 class Peft:
     """PEFT prompt tuning, as in its causal-LM prompt-tuning guide."""
 
@@ -130,17 +143,9 @@ class Peft:
         self.pad = self.fm.tokenizer.pad_token_id
 
     def collate(self, rows: list[tuple], with_labels: bool = True) -> dict[str, torch.Tensor]:
-        """The guide's preprocessing: input + target, labels -100 on the input, left-pad to max_length."""
-        length = max(self.max_length, max(len(i) + len(t) for i, t in rows))
-        ids, mask, labels = [], [], []
-        for inp, tgt in rows:
-            n = len(inp) + len(tgt)
-            ids.append([self.pad] * (length - n) + inp + tgt)
-            mask.append([0] * (length - n) + [1] * n)
-            labels.append([-100] * (length - len(tgt)) + tgt)
-        batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
-        if with_labels:
-            batch["labels"] = torch.tensor(labels)
+        batch = guide_batch(rows, self.pad, self.max_length)
+        if not with_labels:
+            del batch["labels"]
         return batch
 
     def step(self, rows: list[tuple]) -> tuple[float, int]:
