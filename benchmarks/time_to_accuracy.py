@@ -157,7 +157,6 @@ def ours_config(args: argparse.Namespace, out: str) -> Any:
 def worker_ours(args: argparse.Namespace) -> None:
     """softprompt.train with a recipe; the step callback evaluates at each checkpoint and stops after the last."""
     from softprompt.model.loading import load_model
-    from softprompt.tasks.base import Mode
     from softprompt.training.averaging import PromptAverage
     from softprompt.training.loop import train
 
@@ -202,7 +201,7 @@ def worker_ours(args: argparse.Namespace) -> None:
               "recipe": {k: cfg.to_dict()[k] for k in ("recipe", "optimizer", "lr_schedule", "batch_size",
                                                        "prompt_length", "init", "weight_decay", "reparam")}
               | {"lr": cfg.learning_rate, "schedule_ends": "at the last checkpoint (train's max_minutes)",
-                 "target_eos": cfg.ends_targets_with_eos(task.default_mode is Mode.RANK)}
+                 "target_eos": last["prompt"].metadata["targets_end_with_eos"]}  # what the run trained with
               | ({"task_file": TASKS[args.task][0]} if TASKS[args.task][0].endswith(".yaml") else {})
               | {k: cfg.to_dict()[k] for k in args.ours_set}})
 
